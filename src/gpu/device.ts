@@ -205,18 +205,19 @@ export class Gpu {
 
   /**
    * Records one dispatch. Binding 0 is the uniform block `params` (when given); storage
-   * bindings follow from 1 in the order listed.
+   * bindings follow from 1 in the order listed. `undefined` skips a binding number the entry
+   * point does not use (auto layouts omit unused bindings).
    */
   dispatch(
     kernel: Kernel,
-    bindings: readonly Binding[],
+    bindings: readonly (Binding | undefined)[],
     workgroups: readonly [number, number?, number?],
     params?: ArrayBuffer,
   ): void {
     const entries: GPUBindGroupEntry[] = [];
     if (params) entries.push({ binding: 0, resource: { buffer: this.uniform(params) } });
     bindings.forEach((b, i) => {
-      entries.push({ binding: i + 1, resource: { buffer: b instanceof Tensor ? b.buffer : b } });
+      if (b) entries.push({ binding: i + 1, resource: { buffer: b instanceof Tensor ? b.buffer : b } });
     });
     const bindGroup = this.device.createBindGroup({
       layout: kernel.pipeline.getBindGroupLayout(0),

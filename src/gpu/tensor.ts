@@ -10,7 +10,16 @@ export class Tensor {
     readonly buffer: GPUBuffer,
     readonly shape: readonly number[],
     readonly dtype: DType,
+    /** Views share another tensor's buffer and never release it. */
+    readonly isView = false,
   ) {}
+
+  /** The same buffer seen with another shape of equal size. */
+  view(shape: readonly number[]): Tensor {
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (size !== this.size) throw new Error(`view [${shape}] of [${this.shape}]: sizes differ`);
+    return new Tensor(this.gpu, this.buffer, shape, this.dtype, true);
+  }
 
   /** Number of elements. */
   get size(): number {
@@ -34,6 +43,7 @@ export class Tensor {
   dispose(): void {
     if (this.disposed) throw new Error("tensor disposed twice");
     this.disposed = true;
+    if (this.isView) return;
     this.gpu.release(this);
   }
 }

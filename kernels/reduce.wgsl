@@ -1,0 +1,51 @@
+// Reductions of a row-major [rows, cols] matrix.
+// rows_main: out[r] = sum_j f(a[r, j]) with one workgroup per row (strided partial sums, then a
+//   tree in workgroup memory). F: 0 identity, 1 square, 2 abs, 3 count(x > alpha), 4 |x|^alpha.
+// cols_main: out[j] = sum_r a[r, j], one invocation per column walking rows in order (coalesced).
+struct Params { rows: u32, cols: u32, alpha: f32, _pad: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+override F: u32 = 0u;
+const WG = 256u;
+var<workgroup> partial: array<f32, WG>;
+
+fn f(x: f32) -> f32 {
+  switch F {
+    case 0u: { return x; }
+    case 1u: { return x * x; }
+    case 2u: { return abs(x); }
+    case 3u: { return select(0.0, 1.0, x > p.alpha); }
+    default: { return pow(abs(x), p.alpha); }
+  }
+}
+
+@compute @workgroup_size(256)
+fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let r = wid.y * nwg.x + wid.x;
+  // Uniform control flow: every invocation reaches the barriers even past the last row.
+  let valid = r < p.rows;
+  var acc = 0.0;
+  if (valid) {
+    let base = r * p.cols;
+    for (var j = lid; j < p.cols; j += WG) { acc += f(a[base + j]); }
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u && valid) { out[r] = partial[0]; }
+}
+
+@compute @workgroup_size(256)
+fn cols_main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;
+  if (j >= p.cols) { return; }
+  var acc = 0.0;
+  for (var r = 0u; r < p.rows; r++) { acc += a[r * p.cols + j]; }
+  out[j] = acc;
+}

@@ -1,0 +1,80 @@
+/** Elementwise kernels (`kernels/binary.wgsl`, `kernels/unary.wgsl`) with broadcasting. */
+import { GpuError } from "../gpu/device.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { params, wgsl } from "./source.ts";
+
+const BINARY_OPS = {
+  add: 0, sub: 1, mul: 2, div: 3,
+  /** alpha·a + beta·b */
+  axpby: 4,
+  /** a where b > alpha, else 0 */
+  maskGreater: 5,
+  /** alpha·a·b */
+  mulScaled: 6,
+  /** (a - b)² */
+  squaredDiff: 7,
+  /** alpha·(a - b) */
+  scaledDiff: 8,
+} as const;
+export type BinaryOp = keyof typeof BINARY_OPS;
+
+const UNARY_OPS = {
+  relu: 0,
+  /** 1 where a > alpha, else 0 */
+  greater: 1,
+  abs: 2, square: 3, sqrt: 4, exp: 5,
+  /** alpha·a + beta */
+  affine: 6,
+  sign: 7, reciprocal: 8, log: 9,
+} as const;
+export type UnaryOp = keyof typeof UNARY_OPS;
+
+/** How `b` lines up with `a`: same shape, one value per column, one per row, or one scalar. */
+export type Broadcast = "full" | "perCol" | "perRow" | "scalar";
+const BROADCAST: Record<Broadcast, number> = { full: 0, perCol: 1, perRow: 2, scalar: 3 };
+
+/** Workgroup grid for `n` items at 256 per group, folded into 2-D past the per-dimension cap. */
+export function grid1d(n: number): [number, number] {
+  const groups = Math.ceil(n / 256);
+  const x = Math.min(groups, 65535);
+  return [Math.max(1, x), Math.max(1, Math.ceil(groups / x))];
+}
+
+function expectedBSize(a: Tensor, bcast: Broadcast): number {
+  return bcast === "full" ? a.size : bcast === "perCol" ? a.cols : bcast === "perRow" ? a.rows : 1;
+}
+
+export interface ElementwiseOptions {
+  alpha?: number;
+  beta?: number;
+  /** Write into this tensor (may be `a` itself: each element is read before it is written). */
+  out?: Tensor;
+}
+
+/** out = op(a, b) elementwise, `b` broadcast as `bcast` says. */
+export function binary(
+  op: BinaryOp, a: Tensor, b: Tensor, bcast: Broadcast = "full", options: ElementwiseOptions = {},
+): Tensor {
+  if (b.size !== expectedBSize(a, bcast)) {
+    throw new GpuError(`binary ${op}: b has ${b.size} values, ${bcast} broadcast over [${a.shape}] needs ${expectedBSize(a, bcast)}`);
+  }
+  const gpu = a.gpu;
+  const out = options.out ?? gpu.empty(a.shape);
+  const inPlace = out.buffer === a.buffer;
+  const constants = { OP: BINARY_OPS[op], BCAST: BROADCAST[bcast] };
+  const kernel = gpu.kernel("binary", wgsl("binary"), inPlace ? "in_place" : "main", constants);
+  const uniforms = params([a.size, a.cols], [options.alpha ?? 1, options.beta ?? 1]);
+  gpu.dispatch(kernel, inPlace ? [a, b] : [a, b, out], grid1d(a.size), uniforms);
+  return out;
+}
+
+/** out = op(a) elementwise. */
+export function unary(op: UnaryOp, a: Tensor, options: ElementwiseOptions = {}): Tensor {
+  const gpu = a.gpu;
+  const out = options.out ?? gpu.empty(a.shape);
+  const inPlace = out.buffer === a.buffer;
+  const kernel = gpu.kernel("unary", wgsl("unary"), inPlace ? "in_place" : "main", { OP: UNARY_OPS[op] });
+  const uniforms = params([a.size, 0], [options.alpha ?? 0, options.beta ?? 0]);
+  gpu.dispatch(kernel, inPlace ? [a] : [a, out], grid1d(a.size), uniforms);
+  return out;
+}

@@ -1,0 +1,35 @@
+/** Row and column reductions (`kernels/reduce.wgsl`). */
+import type { Tensor } from "../gpu/tensor.ts";
+import { grid1d } from "./elementwise.ts";
+import { groups, params, wgsl } from "./source.ts";
+
+const ROW_FNS = { sum: 0, sumSquares: 1, sumAbs: 2, countGreater: 3, sumAbsPow: 4 } as const;
+/** What each row sums: values, squares, |values|, count of values > alpha, |values|^alpha. */
+export type RowReduction = keyof typeof ROW_FNS;
+
+/** out[r] = Σ_j f(a[r, j]) → shape [rows]. */
+export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?: Tensor): Tensor {
+  const gpu = a.gpu;
+  const result = out ?? gpu.empty([a.rows]);
+  const kernel = gpu.kernel("reduce", wgsl("reduce"), "rows_main", { F: ROW_FNS[fn] });
+  const [x, y] = grid1d(a.rows * 256);
+  gpu.dispatch(kernel, [a, result], [x, y], params([a.rows, a.cols], [alpha, 0]));
+  return result;
+}
+
+/** out[j] = Σ_r a[r, j] → shape [cols] (bias gradients). */
+export function reduceCols(a: Tensor, out?: Tensor): Tensor {
+  const gpu = a.gpu;
+  const result = out ?? gpu.empty([a.cols]);
+  const kernel = gpu.kernel("reduce", wgsl("reduce"), "cols_main");
+  gpu.dispatch(kernel, [a, result], [groups(a.cols, 256)], params([a.rows, a.cols], [0, 0]));
+  return result;
+}
+
+/** Σ f(a) over every element → shape [1] (two stages: rows, then the row sums). */
+export function reduceAll(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?: Tensor): Tensor {
+  const perRow = reduceRows(a, fn, alpha);
+  const total = reduceRows(perRow.view([1, perRow.size]), "sum", 0, out);
+  perRow.dispose();
+  return total;
+}

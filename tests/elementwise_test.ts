@@ -1,0 +1,108 @@
+import { type Broadcast, binary, type BinaryOp, unary, type UnaryOp } from "../src/kernels/elementwise.ts";
+import { reduceAll, reduceCols, reduceRows, type RowReduction } from "../src/kernels/reduce.ts";
+import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
+
+const f = Math.fround;
+const alpha = f(0.3), beta = f(-1.7);
+
+const binaryRef: Record<BinaryOp, (x: number, y: number) => number> = {
+  add: (x, y) => f(x + y),
+  sub: (x, y) => f(x - y),
+  mul: (x, y) => f(x * y),
+  div: (x, y) => f(x / y),
+  axpby: (x, y) => f(f(alpha * x) + f(beta * y)),
+  maskGreater: (x, y) => (y > alpha ? x : 0),
+  mulScaled: (x, y) => f(f(x * y) * alpha),
+  squaredDiff: (x, y) => f(f(x - y) * f(x - y)),
+  scaledDiff: (x, y) => f(alpha * f(x - y)),
+};
+
+const unaryRef: Record<UnaryOp, (x: number) => number> = {
+  relu: (x) => Math.max(x, 0),
+  greater: (x) => (x > alpha ? 1 : 0),
+  abs: Math.abs,
+  square: (x) => f(x * x),
+  sqrt: (x) => f(Math.sqrt(x)),
+  exp: (x) => f(Math.exp(x)),
+  affine: (x) => f(f(alpha * x) + beta),
+  sign: Math.sign,
+  reciprocal: (x) => f(1 / x),
+  log: (x) => f(Math.log(x)),
+};
+
+const [rows, cols] = [37, 53];
+
+Deno.test("binary ops match the reference for every broadcast", gpuTest, async () => {
+  const gpu = await testGpu();
+  const a = randomArray(rows * cols, 11);
+  const ta = gpu.upload(a, [rows, cols]);
+  const bSizes: Record<Broadcast, number> = { full: rows * cols, perCol: cols, perRow: rows, scalar: 1 };
+  for (const bcast of Object.keys(bSizes) as Broadcast[]) {
+    const b = randomArray(bSizes[bcast], 12, 0.5, 2);
+    const tb = gpu.upload(b);
+    for (const op of Object.keys(binaryRef) as BinaryOp[]) {
+      const got = await binary(op, ta, tb, bcast, { alpha, beta }).read();
+      const ref = a.map((x, i) => {
+        const j = bcast === "full" ? i : bcast === "perCol" ? i % cols : bcast === "perRow" ? Math.floor(i / cols) : 0;
+        return binaryRef[op](x, b[j]);
+      });
+      assertClose(got, ref, { rtol: 2e-7, atol: 0, what: `${op}/${bcast}` });
+    }
+  }
+});
+
+Deno.test("unary ops match the reference", gpuTest, async () => {
+  const gpu = await testGpu();
+  const a = randomArray(1000, 5, 0.05, 3);
+  a[3] = -0.5;
+  const ta = gpu.upload(a);
+  for (const op of Object.keys(unaryRef) as UnaryOp[]) {
+    if ((op === "sqrt" || op === "log")) continue;
+    const got = await unary(op, ta, { alpha, beta }).read();
+    assertClose(got, a.map(unaryRef[op]), { rtol: 2e-6, atol: 0, what: op });
+  }
+  const positive = gpu.upload(a.map(Math.abs));
+  for (const op of ["sqrt", "log"] as const) {
+    assertClose(await unary(op, positive).read(), a.map(Math.abs).map(unaryRef[op]), { rtol: 2e-6, atol: 1e-7, what: op });
+  }
+});
+
+Deno.test("in-place elementwise writes into its input", gpuTest, async () => {
+  const gpu = await testGpu();
+  const a = randomArray(300, 9);
+  const t = gpu.upload(a);
+  unary("relu", t, { out: t });
+  assertClose(await t.read(), a.map((x) => Math.max(x, 0)), { rtol: 0, atol: 0 });
+  const b = randomArray(300, 10);
+  binary("sub", t, gpu.upload(b), "full", { out: t });
+  assertClose(await t.read(), a.map((x, i) => f(Math.max(x, 0) - b[i])), { rtol: 0, atol: 0 });
+});
+
+Deno.test("row, column and total reductions match the reference (odd sizes, > 1 workgroup)", gpuTest, async () => {
+  const gpu = await testGpu();
+  for (const [r, c] of [[1, 1], [3, 700], [129, 5], [40, 1031]]) {
+    const a = randomArray(r * c, r + c);
+    const t = gpu.upload(a, [r, c]);
+    const rowFns: Record<RowReduction, (x: number) => number> = {
+      sum: (x) => x, sumSquares: (x) => x * x, sumAbs: Math.abs,
+      countGreater: (x) => (x > alpha ? 1 : 0), sumAbsPow: (x) => Math.abs(x) ** 1.5,
+    };
+    for (const fn of Object.keys(rowFns) as RowReduction[]) {
+      const p = fn === "sumAbsPow" ? 1.5 : alpha;
+      const ref = Array.from({ length: r }, (_, i) => {
+        let s = 0;
+        for (let j = 0; j < c; j++) s += rowFns[fn](a[i * c + j]);
+        return s;
+      });
+      assertClose(await reduceRows(t, fn, p).read(), ref, { rtol: 1e-5, atol: 1e-5, what: `${fn} ${r}x${c}` });
+      const total = ref.reduce((x, y) => x + y, 0);
+      assertClose(await reduceAll(t, fn, p).read(), [total], { rtol: 1e-5, atol: 1e-4, what: `all ${fn}` });
+    }
+    const colRef = Array.from({ length: c }, (_, j) => {
+      let s = 0;
+      for (let i = 0; i < r; i++) s += a[i * c + j];
+      return s;
+    });
+    assertClose(await reduceCols(t).read(), colRef, { rtol: 1e-5, atol: 1e-5, what: `cols ${r}x${c}` });
+  }
+});

@@ -1,0 +1,40 @@
+import { topkOverBatch, topkPerRow } from "../src/kernels/topk.ts";
+import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
+
+/** Reference: sort each segment descending, keep the first k, then ReLU. */
+function referenceTopK(values: Float32Array, segLen: number, k: number): Float32Array {
+  const out = new Float32Array(values.length);
+  for (let s = 0; s < values.length / segLen; s++) {
+    const idx = Array.from({ length: segLen }, (_, j) => s * segLen + j);
+    idx.sort((a, b) => values[b] - values[a]);
+    for (const i of idx.slice(0, k)) out[i] = Math.max(values[i], 0);
+  }
+  return out;
+}
+
+Deno.test("per-row top-k keeps exactly the k largest of each row, then ReLU", gpuTest, async () => {
+  const gpu = await testGpu();
+  for (const [rows, cols, k] of [[1, 1, 1], [5, 7, 3], [33, 128, 8], [17, 5000, 64], [4, 300, 300], [3, 40, 0]]) {
+    const x = randomArray(rows * cols, rows * 7 + cols, -2, 1);
+    const got = await topkPerRow(gpu.upload(x, [rows, cols]), k).read();
+    assertClose(got, referenceTopK(x, cols, k), { rtol: 0, atol: 0, what: `${rows}x${cols} k=${k}` });
+  }
+});
+
+Deno.test("batch top-k keeps the count largest over the whole batch", gpuTest, async () => {
+  const gpu = await testGpu();
+  for (const [rows, cols, count] of [[32, 128, 208], [7, 3001, 50], [64, 1000, 64 * 32]]) {
+    const x = randomArray(rows * cols, count, -1, 1).map((v) => Math.max(v, 0));
+    const got = await topkOverBatch(gpu.upload(x, [rows, cols]), count).read();
+    assertClose(got, referenceTopK(x, rows * cols, count), { rtol: 0, atol: 0, what: `${rows}x${cols} count=${count}` });
+  }
+});
+
+Deno.test("negative and mixed-sign values order correctly", gpuTest, async () => {
+  const gpu = await testGpu();
+  const x = Float32Array.from([-3, -1e-30, 0, 1e-30, -0.5, 2, -7, 1e20, -1e20, 0.25]);
+  for (let k = 1; k <= x.length; k++) {
+    const got = await topkPerRow(gpu.upload(x, [1, x.length]), k).read();
+    assertClose(got, referenceTopK(x, x.length, k), { rtol: 0, atol: 0, what: `k=${k}` });
+  }
+});
