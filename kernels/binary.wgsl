@@ -36,7 +36,9 @@ fn apply(x: f32, y: f32) -> f32 {
     // (x - y)^2
     case 7u: { let d = x - y; return d * d; }
     // alpha * (x - y): gradient of squared error
-    default: { return p.alpha * (x - y); }
+    case 8u: { return p.alpha * (x - y); }
+    // x where y > alpha, else -inf (restricts a top-k to a masked subset)
+    default: { return select(bitcast<f32>(0xff800000u), x, y > p.alpha); }
   }
 }
 

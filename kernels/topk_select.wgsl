@@ -7,8 +7,13 @@ struct Params { segments: u32, seg_len: u32, k: u32, pass_index: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> values: array<f32>;
 @group(0) @binding(2) var<storage, read_write> hist: array<atomic<u32>>;
-@group(0) @binding(3) var<storage, read_write> state: array<u32>;   // [segments * 2]: prefix, remaining
+@group(0) @binding(3) var<storage, read_write> state: array<u32>;   // [segments * 3]: prefix, remaining, k
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// Optional data-dependent k (e.g. the number of dead latents): k = min(p.k, u32(k_limit[0])).
+@group(0) @binding(5) var<storage, read> k_limit: array<f32>;
+
+override K_FROM_BUFFER: bool = false;
+override RELU_OUTPUT: bool = true;
 
 const ITEMS = 16u;   // values per invocation per histogram workgroup
 var<workgroup> local_hist: array<atomic<u32>, 256>;
@@ -24,8 +29,11 @@ fn init(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x;
   if (i < p.segments * 256u) { atomicStore(&hist[i], 0u); }
   if (i < p.segments) {
-    state[2u * i] = 0u;
-    state[2u * i + 1u] = p.k;
+    var k = p.k;
+    if (K_FROM_BUFFER) { k = min(k, u32(k_limit[0])); }
+    state[3u * i] = 0u;
+    state[3u * i + 1u] = k;
+    state[3u * i + 2u] = k;
   }
 }
 
@@ -37,7 +45,7 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let shift = 24u - 8u * p.pass_index;
   // Bits already fixed by earlier passes; none on the first pass.
   let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), p.pass_index > 0u);
-  let prefix = state[2u * seg];
+  let prefix = state[3u * seg];
   let base = seg * p.seg_len;
   let start = wid.x * 256u * ITEMS + lid;
   for (var t = 0u; t < ITEMS; t++) {
@@ -60,8 +68,8 @@ fn choose(@builtin(global_invocation_id) gid: vec3<u32>) {
   let seg = gid.x;
   if (seg >= p.segments) { return; }
   let shift = 24u - 8u * p.pass_index;
-  var remaining = state[2u * seg + 1u];
-  var prefix = state[2u * seg];
+  var remaining = state[3u * seg + 1u];
+  var prefix = state[3u * seg];
   for (var b = 255i; b >= 0i; b--) {
     let c = atomicLoad(&hist[seg * 256u + u32(b)]);
     if (c >= remaining) {
@@ -70,18 +78,19 @@ fn choose(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     remaining -= c;
   }
-  state[2u * seg] = prefix;
-  state[2u * seg + 1u] = remaining;
+  state[3u * seg] = prefix;
+  state[3u * seg + 1u] = remaining;
   for (var b = 0u; b < 256u; b++) { atomicStore(&hist[seg * 256u + b], 0u); }
 }
 
-// out = ReLU(v) where v is at least the segment's k-th largest value, else 0.
+// out = ReLU(v) (or v) where v is at least the segment's k-th largest value, else 0.
 @compute @workgroup_size(256)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * 256u + lid;
   if (i >= p.segments * p.seg_len) { return; }
   let v = values[i];
-  let kth = state[2u * (i / p.seg_len)];
-  out[i] = select(0.0, max(v, 0.0), key_of(v) >= kth);
+  let seg = i / p.seg_len;
+  let kept = select(v, max(v, 0.0), RELU_OUTPUT);
+  out[i] = select(0.0, kept, state[3u * seg + 2u] > 0u && key_of(v) >= state[3u * seg]);
 }

@@ -21,7 +21,9 @@ fn apply(x: f32) -> f32 {
     case 6u: { return p.alpha * x + p.beta; }
     case 7u: { return sign(x); }
     case 8u: { return 1.0 / x; }
-    default: { return log(x); }
+    case 9u: { return log(x); }
+    // min(alpha*x, beta)
+    default: { return min(p.alpha * x, p.beta); }
   }
 }
 

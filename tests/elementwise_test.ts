@@ -15,6 +15,7 @@ const binaryRef: Record<BinaryOp, (x: number, y: number) => number> = {
   mulScaled: (x, y) => f(f(x * y) * alpha),
   squaredDiff: (x, y) => f(f(x - y) * f(x - y)),
   scaledDiff: (x, y) => f(alpha * f(x - y)),
+  maskGreaterOrNegInf: (x, y) => (y > alpha ? x : -Infinity),
 };
 
 const unaryRef: Record<UnaryOp, (x: number) => number> = {
@@ -28,6 +29,7 @@ const unaryRef: Record<UnaryOp, (x: number) => number> = {
   sign: Math.sign,
   reciprocal: (x) => f(1 / x),
   log: (x) => f(Math.log(x)),
+  scaledMin: (x) => Math.min(f(alpha * x), beta),
 };
 
 const [rows, cols] = [37, 53];

@@ -1,4 +1,4 @@
-import { topkOverBatch, topkPerRow } from "../src/kernels/topk.ts";
+import { topkOverBatch, topkPerRow, topkPerRowMasked } from "../src/kernels/topk.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Reference: sort each segment descending, keep the first k, then ReLU. */
@@ -36,5 +36,24 @@ Deno.test("negative and mixed-sign values order correctly", gpuTest, async () =>
   for (let k = 1; k <= x.length; k++) {
     const got = await topkPerRow(gpu.upload(x, [1, x.length]), k).read();
     assertClose(got, referenceTopK(x, x.length, k), { rtol: 0, atol: 0, what: `k=${k}` });
+  }
+});
+
+Deno.test("masked per-row top-k keeps raw values among masked columns, k capped on the GPU", gpuTest, async () => {
+  const gpu = await testGpu();
+  const [rows, cols] = [6, 50];
+  const x = randomArray(rows * cols, 77, -2, 1);
+  const mask = Float32Array.from({ length: cols }, (_, j) => (j % 3 === 0 ? 1 : 0));
+  const nMasked = mask.reduce((a, b) => a + b, 0);
+  for (const [k, limit] of [[5, 100], [25, 7], [25, 0]]) {
+    const got = await topkPerRowMasked(gpu.upload(x, [rows, cols]), gpu.upload(mask), k, gpu.upload(Float32Array.of(limit))).read();
+    const kEff = Math.min(k, limit, nMasked);
+    const ref = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) {
+      const idx = Array.from({ length: cols }, (_, j) => j).filter((j) => mask[j] > 0);
+      idx.sort((a, b) => x[r * cols + b] - x[r * cols + a]);
+      for (const j of idx.slice(0, kEff)) ref[r * cols + j] = x[r * cols + j];
+    }
+    assertClose(got, ref, { rtol: 0, atol: 0, what: `k=${k} limit=${limit}` });
   }
 });

@@ -15,6 +15,8 @@ const BINARY_OPS = {
   squaredDiff: 7,
   /** alpha·(a - b) */
   scaledDiff: 8,
+  /** a where b > alpha, else -inf */
+  maskGreaterOrNegInf: 9,
 } as const;
 export type BinaryOp = keyof typeof BINARY_OPS;
 
@@ -26,6 +28,8 @@ const UNARY_OPS = {
   /** alpha·a + beta */
   affine: 6,
   sign: 7, reciprocal: 8, log: 9,
+  /** min(alpha·a, beta) */
+  scaledMin: 10,
 } as const;
 export type UnaryOp = keyof typeof UNARY_OPS;
 

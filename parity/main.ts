@@ -1,0 +1,98 @@
+/**
+ * `deno task parity [--fixtures DIR] [--filter PATTERN] [--json FILE]`: runs every case of a
+ * fixture directory against this implementation, prints a table and exits non-zero on any
+ * failure. Kinds not implemented yet are failures, never skips.
+ */
+import { parseArgs } from "node:util";
+import { Gpu } from "../src/gpu/device.ts";
+import { checkScheduleCase } from "../src/train/schedule.ts";
+import { Comparison } from "./compare.ts";
+import { type FixtureCase, loadCaseTensors, loadManifest, type StoredTensor } from "./fixtures.ts";
+import { checkStepCase } from "./step.ts";
+
+export interface CaseReport {
+  id: string;
+  kind: string;
+  architecture: string | null;
+  passed: boolean;
+  compared: string[];
+  worst: { tensor: string; abs: number; rel: number };
+  error?: string;
+  seconds: number;
+}
+
+type Checker = (gpu: () => Promise<Gpu>, c: FixtureCase, t: Map<string, StoredTensor>) => Promise<Comparison>;
+
+const CHECKERS: Record<string, Checker> = {
+  step: async (gpu, c, t) => checkStepCase(await gpu(), c, t),
+  schedule: (_gpu, c, t) => Promise.resolve(scheduleComparison(c, t)),
+};
+
+function scheduleComparison(c: FixtureCase, t: Map<string, StoredTensor>): Comparison {
+  const values = new Map([...t].map(([name, s]) => [name, s.values]));
+  const result = checkScheduleCase(c, values);
+  const cmp = new Comparison();
+  cmp.compared.push(...result.compared);
+  cmp.worst = result.worst;
+  if (!result.passed) cmp.fail(`worst ${result.worst.tensor}: abs ${result.worst.abs}`);
+  return cmp;
+}
+
+/** Runs the cases of `dir` whose id matches `filter`. */
+export async function runParity(dir: string, filter?: RegExp): Promise<CaseReport[]> {
+  const manifest = await loadManifest(dir);
+  let gpu: Promise<Gpu> | undefined;
+  const getGpu = () => (gpu ??= Gpu.acquire());
+  const reports: CaseReport[] = [];
+  for (const c of manifest.cases) {
+    if (filter && !filter.test(c.id)) continue;
+    const start = performance.now();
+    const report: CaseReport = {
+      id: c.id, kind: c.kind, architecture: c.architecture, passed: false, compared: [],
+      worst: { tensor: "", abs: 0, rel: 0 }, seconds: 0,
+    };
+    try {
+      const checker = CHECKERS[c.kind];
+      if (!checker) throw new Error(`kind "${c.kind}" not implemented`);
+      const cmp = await checker(getGpu, c, await loadCaseTensors(dir, c));
+      Object.assign(report, { passed: cmp.passed, compared: cmp.compared, worst: cmp.worst });
+      if (!cmp.passed) report.error = cmp.failures.slice(0, 5).join("; ") || "nothing compared";
+    } catch (e) {
+      report.error = (e as Error).message;
+    }
+    report.seconds = (performance.now() - start) / 1000;
+    reports.push(report);
+  }
+  return reports;
+}
+
+function formatTable(reports: CaseReport[]): string {
+  const lines = [
+    "case                                          kind        tensors  worst tensor                     abs err    rel err    result",
+  ];
+  for (const r of reports) {
+    lines.push([
+      r.id.padEnd(45), r.kind.padEnd(11), String(r.compared.length).padStart(7), " ",
+      r.worst.tensor.slice(0, 32).padEnd(32), r.worst.abs.toExponential(2).padStart(9), " ",
+      r.worst.rel.toExponential(2).padStart(9), "  ", r.passed ? "pass" : `FAIL: ${r.error}`,
+    ].join(""));
+  }
+  const passed = reports.filter((r) => r.passed).length;
+  lines.push(`parity: ${passed} passed, ${reports.length - passed} failed`);
+  return lines.join("\n");
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      fixtures: { type: "string", default: "fixtures/saelens" },
+      filter: { type: "string" },
+      json: { type: "string" },
+    },
+  });
+  const reports = await runParity(values.fixtures!, values.filter ? new RegExp(values.filter) : undefined);
+  console.log(formatTable(reports));
+  if (values.json) await Deno.writeTextFile(values.json, JSON.stringify({ cases: reports }, null, 2) + "\n");
+  Deno.exit(reports.length > 0 && reports.every((r) => r.passed) ? 0 : 1);
+}

@@ -1,0 +1,23 @@
+/** Row p-norms and their gradient (`kernels/lp_norm.wgsl`). */
+import type { Tensor } from "../gpu/tensor.ts";
+import { grid1d, unary } from "./elementwise.ts";
+import { reduceRows } from "./reduce.ts";
+import { groups, params, wgsl } from "./source.ts";
+
+/** ‖v_r‖_p for each row → [rows]. */
+export function rowLpNorms(v: Tensor, p: number): Tensor {
+  if (p === 1) return reduceRows(v, "sumAbs");
+  if (p === 2) return unary("sqrt", reduceRows(v, "sumSquares"), { out: undefined });
+  const sums = reduceRows(v, "sumAbsPow", p);
+  const gpu = v.gpu;
+  gpu.dispatch(gpu.kernel("lp_norm", wgsl("lp_norm"), "finish_norm"), [sums], [groups(v.rows, 256)], params([v.rows, v.cols], [p, 1]));
+  return sums;
+}
+
+/** scale · ∂‖v_r‖_p/∂v elementwise, given the row norms from `rowLpNorms`. */
+export function rowLpNormsBackward(v: Tensor, rowNorms: Tensor, p: number, scale: number): Tensor {
+  const gpu = v.gpu;
+  const out = gpu.empty(v.shape);
+  gpu.dispatch(gpu.kernel("lp_norm", wgsl("lp_norm"), "backward"), [v, rowNorms, out], grid1d(v.size), params([v.rows, v.cols], [p, scale]));
+  return out;
+}

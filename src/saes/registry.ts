@@ -1,0 +1,23 @@
+/** Architecture name → implementation. Adding an architecture means adding one line here. */
+import type { Architecture } from "./architecture.ts";
+import { standard } from "./standard.ts";
+import type { StepConfig } from "./step.ts";
+
+// deno-lint-ignore no-explicit-any
+const ARCHITECTURES: Record<string, Architecture<any>> = {
+  standard,
+};
+
+/** The implementation registered under `name`, or an error listing the valid names. */
+export function getArchitecture(name: string): Architecture<StepConfig> {
+  const arch = ARCHITECTURES[name];
+  if (!arch) {
+    throw new Error(`unknown architecture "${name}"; registered: ${Object.keys(ARCHITECTURES).join(", ")}`);
+  }
+  return arch;
+}
+
+/** Names of all registered architectures. */
+export function architectureNames(): string[] {
+  return Object.keys(ARCHITECTURES);
+}

@@ -1,0 +1,46 @@
+/** Standard SAE: ReLU encoder, decoder-norm-weighted Lp sparsity penalty (SAELens `standard`). */
+import { binary, unary } from "../kernels/elementwise.ts";
+import { rowLpNorms, rowLpNormsBackward } from "../kernels/lp_norm.ts";
+import { reduceAll, reduceCols } from "../kernels/reduce.ts";
+import type { Architecture } from "./architecture.ts";
+import { copyWeights, encoderDecoderShapes } from "./common.ts";
+import type { StepConfig } from "./step.ts";
+
+export interface StandardConfig extends StepConfig {
+  l1_coefficient: number;
+  lp_norm: number;
+  l1_warm_up_steps: number;
+}
+
+export const standard: Architecture<StandardConfig> = {
+  name: "standard",
+  paramShapes: (cfg) => ({ ...encoderDecoderShapes(cfg), b_enc: [cfg.d_sae] }),
+  coefficients: (cfg) => ({ l1: { value: cfg.l1_coefficient, warmUpSteps: cfg.l1_warm_up_steps } }),
+
+  trainForward(step, cfg) {
+    const { params, batch } = step;
+    const hiddenPre = step.encodeLinear(params.b_enc);
+    const featureActs = unary("relu", hiddenPre);
+    const { out: saeOut } = step.decode(featureActs);
+    const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
+
+    // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p)
+    const coeff = step.input.coefficients.l1;
+    const weighted = binary("mul", featureActs, step.decoderRowNorms, "perCol");
+    const norms = rowLpNorms(weighted, cfg.lp_norm);
+    step.losses.l1_loss = unary("affine", reduceAll(norms), { alpha: coeff / batch, beta: 0 });
+    const dWeighted = rowLpNormsBackward(weighted, norms, cfg.lp_norm, coeff / batch);
+
+    const dActs = step.decoderBackward(featureActs, dOut);
+    binary("add", dActs, binary("mul", dWeighted, step.decoderRowNorms, "perCol"), "full", { out: dActs });
+    step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
+    step.encoderBackward(binary("maskGreater", dActs, hiddenPre, "full", { alpha: 0 }), "b_enc");
+    return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
+  },
+
+  toInference: (cfg, params) => ({
+    architecture: "standard",
+    weights: copyWeights(params, standard.paramShapes(cfg)),
+    config: {},
+  }),
+};

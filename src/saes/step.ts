@@ -1,0 +1,161 @@
+/**
+ * The training step every architecture shares: input centring, decoder-norm bookkeeping,
+ * decoding, the MSE loss and the backward pass through the decoder and the encoder's linear
+ * map. An architecture supplies only its encode, its extra losses and their gradients.
+ *
+ * Gradients are hand-written and accumulated into `grads` (one tensor per parameter, SAELens
+ * names). Everything is recorded into the GPU's open command encoder: no sync happens here.
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import { binary, unary } from "../kernels/elementwise.ts";
+import { matmul } from "../kernels/matmul.ts";
+import { reduceAll, reduceCols, reduceRows } from "../kernels/reduce.ts";
+
+/** The parts of an SAE config the shared step reads. */
+export interface StepConfig {
+  d_in: number;
+  d_sae: number;
+  apply_b_dec_to_input: boolean;
+}
+
+/** What a training forward pass reports (SAELens `TrainStepOutput` names). */
+export interface StepOutputs {
+  hidden_pre: Tensor;
+  feature_acts: Tensor;
+  sae_out: Tensor;
+}
+
+/** Inputs of one step besides the parameters. */
+export interface StepInput {
+  /** The batch [B, d_in] as the SAE sees it (after any activation scaling). */
+  x: Tensor;
+  /** [d_sae] 1 for latents dead before this step, else 0. */
+  deadMask: Tensor;
+  /** Sparsity coefficients after warm-up, by SAELens coefficient name. */
+  coefficients: Record<string, number>;
+}
+
+export class TrainStep {
+  readonly batch: number;
+  /** x − b_dec (or x when apply_b_dec_to_input is false). */
+  readonly saeIn: Tensor;
+  /** ‖W_dec[j]‖₂ for each latent, [d_sae]. */
+  readonly decoderRowNorms: Tensor;
+  /** Gradient of the total loss per parameter, accumulated by the helpers below. */
+  readonly grads: Record<string, Tensor> = {};
+  /** Loss terms as [1] tensors, SAELens names; the total is their sum. */
+  readonly losses: Record<string, Tensor> = {};
+  /** dL/d‖W_dec[j]‖, folded into grads.W_dec by `finish()`. */
+  private readonly decoderNormGrad: Tensor;
+
+  constructor(
+    readonly cfg: StepConfig,
+    readonly params: Record<string, Tensor>,
+    readonly input: StepInput,
+  ) {
+    const gpu = input.x.gpu;
+    this.batch = input.x.rows;
+    for (const [name, p] of Object.entries(params)) this.grads[name] = gpu.zeros(p.shape);
+    this.saeIn = cfg.apply_b_dec_to_input ? binary("sub", input.x, params.b_dec, "perCol") : input.x;
+    this.decoderRowNorms = unary("sqrt", reduceRows(params.W_dec, "sumSquares"));
+    this.decoderNormGrad = gpu.zeros([cfg.d_sae]);
+  }
+
+  get x(): Tensor {
+    return this.input.x;
+  }
+
+  /** saeIn · W + bias (W defaults to W_enc). */
+  encodeLinear(bias: Tensor, weight: Tensor = this.params.W_enc): Tensor {
+    const pre = matmul(this.saeIn, weight);
+    return binary("add", pre, bias, "perCol", { out: pre });
+  }
+
+  /** acts · W_dec + b_dec, optionally dividing acts by the decoder row norms first. */
+  decode(acts: Tensor, divideByNorms = false): { out: Tensor; decoded: Tensor } {
+    const decoded = divideByNorms ? binary("div", acts, this.decoderRowNorms, "perCol") : acts;
+    const out = matmul(decoded, this.params.W_dec);
+    binary("add", out, this.params.b_dec, "perCol", { out });
+    return { out, decoded };
+  }
+
+  /**
+   * Adds `scale · mean_rows(Σ_d (out − target)²)` as loss `name` and returns its gradient
+   * with respect to `out`. `scaleTensor` ([1], on the GPU) multiplies both when given.
+   */
+  squaredErrorLoss(name: string, out: Tensor, target: Tensor, scale = 1, scaleTensor?: Tensor): Tensor {
+    const sum = reduceAll(binary("squaredDiff", out, target), "sum");
+    let loss = unary("affine", sum, { alpha: scale / this.batch, beta: 0 });
+    let grad = binary("scaledDiff", out, target, "full", { alpha: (2 * scale) / this.batch });
+    if (scaleTensor) {
+      loss = binary("mul", loss, scaleTensor, "scalar");
+      grad = binary("mul", grad, scaleTensor, "scalar", { out: grad });
+    }
+    this.losses[name] = loss;
+    return grad;
+  }
+
+  /**
+   * Backward through `out = decoded · W_dec + b_dec`: accumulates W_dec and b_dec gradients and
+   * returns dL/d(decoded).
+   */
+  decoderBackward(decoded: Tensor, dOut: Tensor): Tensor {
+    matmul(decoded, dOut, { transA: true, accumulateInto: this.grads.W_dec });
+    binary("add", this.grads.b_dec, reduceCols(dOut), "full", { out: this.grads.b_dec });
+    return matmul(dOut, this.params.W_dec, { transB: true });
+  }
+
+  /**
+   * Backward through `decoded = acts / ‖W_dec‖`: returns dL/d(acts) and records the
+   * decoder-norm gradient −Σ_b dDecoded·acts/‖W_dec‖².
+   */
+  divideByNormsBackward(acts: Tensor, dDecoded: Tensor): Tensor {
+    const norms = this.decoderRowNorms;
+    const dActs = binary("div", dDecoded, norms, "perCol");
+    const dn = reduceCols(binary("mul", dActs, acts));
+    const dnScaled = binary("div", dn, norms);
+    binary("axpby", this.decoderNormGrad, dnScaled, "full", { alpha: 1, beta: -1, out: this.decoderNormGrad });
+    return dActs;
+  }
+
+  /** Adds a gradient with respect to the decoder row norms ([d_sae]). */
+  addDecoderNormGrad(dn: Tensor): void {
+    binary("add", this.decoderNormGrad, dn, "full", { out: this.decoderNormGrad });
+  }
+
+  /**
+   * Backward through `pre = saeIn · weight + bias`: accumulates the bias gradient, the weight
+   * gradient (into `weightGrad`, by default grads.W_enc) and b_dec's share through the
+   * centring `saeIn = x − b_dec`.
+   */
+  encoderBackward(
+    dPre: Tensor,
+    biasName: string,
+    weight: Tensor = this.params.W_enc,
+    weightGrad: Tensor = this.grads.W_enc,
+  ): void {
+    const dBias = reduceCols(dPre);
+    binary("add", this.grads[biasName], dBias, "full", { out: this.grads[biasName] });
+    matmul(this.saeIn, dPre, { transA: true, accumulateInto: weightGrad });
+    if (this.cfg.apply_b_dec_to_input) {
+      // d(saeIn) = dPre·Wᵀ and b_dec enters with a minus sign: Σ_rows dPre·Wᵀ = W·Σ_rows dPre.
+      const bDecGrad = this.grads.b_dec.view([this.cfg.d_in, 1]);
+      matmul(weight, dBias.view([dBias.size, 1]), { alpha: -1, accumulateInto: bDecGrad });
+    }
+  }
+
+  /** Folds the decoder-norm gradient into W_dec: dW_dec[j] += dn_j · W_dec[j] / ‖W_dec[j]‖. */
+  finish(): void {
+    const perRow = binary("div", this.decoderNormGrad, this.decoderRowNorms);
+    const contribution = binary("mul", this.params.W_dec, perRow, "perRow");
+    binary("add", this.grads.W_dec, contribution, "full", { out: this.grads.W_dec });
+  }
+
+  /** The sum of all loss terms ([1]). */
+  totalLoss(): Tensor {
+    const terms = Object.values(this.losses);
+    let total = terms[0];
+    for (const t of terms.slice(1)) total = binary("add", total, t);
+    return total;
+  }
+}
