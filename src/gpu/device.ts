@@ -186,6 +186,12 @@ export class Gpu {
     return result;
   }
 
+  /** Exempts a tensor created inside `scope()` from release at the scope's end (caches). */
+  keep(t: Tensor): Tensor {
+    for (const scope of this.scopes) scope.delete(t);
+    return t;
+  }
+
   // ---- recording ------------------------------------------------------------------------------
 
   private commandEncoder(): GPUCommandEncoder {
