@@ -1,11 +1,19 @@
 /** Architecture name → implementation. Adding an architecture means adding one line here. */
 import type { Architecture } from "./architecture.ts";
+import { gated } from "./gated.ts";
+import { batchtopk } from "./batchtopk.ts";
+import { matryoshka } from "./matryoshka.ts";
 import { standard } from "./standard.ts";
+import { topk } from "./topk.ts";
 import type { StepConfig } from "./step.ts";
 
 // deno-lint-ignore no-explicit-any
 const ARCHITECTURES: Record<string, Architecture<any>> = {
+  gated,
   standard,
+  topk,
+  batchtopk,
+  matryoshka_batchtopk: matryoshka,
 };
 
 /** The implementation registered under `name`, or an error listing the valid names. */
