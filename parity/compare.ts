@@ -20,7 +20,12 @@ export class Comparison {
   private worstRatio = -1;
 
   /** Checks |actual − expected| ≤ atol + rtol·|expected| elementwise (NaN matches NaN). */
-  check(name: string, actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance): void {
+  check(
+    name: string,
+    actual: ArrayLike<number>,
+    expected: ArrayLike<number>,
+    tol: Tolerance,
+  ): void {
     this.compared.push(name);
     if (actual.length !== expected.length) {
       this.failures.push(`${name}: ${actual.length} values, expected ${expected.length}`);
@@ -35,12 +40,18 @@ export class Comparison {
       if (!(ratio <= 1) && bad < 0) bad = i;
       if (ratio > this.worstRatio || Number.isNaN(ratio)) {
         this.worstRatio = Number.isNaN(ratio) ? Infinity : ratio;
-        this.worst = { tensor: name, abs, rel: e === 0 ? (abs === 0 ? 0 : Infinity) : abs / Math.abs(e) };
+        this.worst = {
+          tensor: name,
+          abs,
+          rel: e === 0 ? (abs === 0 ? 0 : Infinity) : abs / Math.abs(e),
+        };
       }
     }
     if (bad >= 0) {
       this.failures.push(
-        `${name}[${bad}]: got ${actual[bad]}, expected ${expected[bad]} (rtol ${tol.rtol}, atol ${tol.atol})`,
+        `${name}[${bad}]: got ${actual[bad]}, expected ${
+          expected[bad]
+        } (rtol ${tol.rtol}, atol ${tol.atol})`,
       );
     }
   }

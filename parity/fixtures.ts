@@ -34,7 +34,9 @@ export async function loadManifest(dir: string): Promise<Manifest> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    throw new Error(`${path}: cannot read the fixture manifest (${(e as Error).message}); pass --fixtures DIR`);
+    throw new Error(
+      `${path}: cannot read the fixture manifest (${(e as Error).message}); pass --fixtures DIR`,
+    );
   }
   const manifest = JSON.parse(text) as Manifest;
   if (!Array.isArray(manifest.cases)) throw new Error(`${path}: "cases" must be an array`);
@@ -42,7 +44,10 @@ export async function loadManifest(dir: string): Promise<Manifest> {
 }
 
 /** All tensors of one case. */
-export async function loadCaseTensors(dir: string, c: FixtureCase): Promise<Map<string, StoredTensor>> {
+export async function loadCaseTensors(
+  dir: string,
+  c: FixtureCase,
+): Promise<Map<string, StoredTensor>> {
   const { tensors } = await readSafetensors(join(dir, c.file));
   const out = new Map<string, StoredTensor>();
   for (const [name, entry] of tensors) {

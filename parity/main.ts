@@ -21,7 +21,11 @@ export interface CaseReport {
   seconds: number;
 }
 
-type Checker = (gpu: () => Promise<Gpu>, c: FixtureCase, t: Map<string, StoredTensor>) => Promise<Comparison>;
+type Checker = (
+  gpu: () => Promise<Gpu>,
+  c: FixtureCase,
+  t: Map<string, StoredTensor>,
+) => Promise<Comparison>;
 
 const CHECKERS: Record<string, Checker> = {
   step: async (gpu, c, t) => checkStepCase(await gpu(), c, t),
@@ -38,6 +42,36 @@ function scheduleComparison(c: FixtureCase, t: Map<string, StoredTensor>): Compa
   return cmp;
 }
 
+/** Kinds this implementation can check; cases of other kinds fail as "not implemented". */
+export function implementedKinds(): string[] {
+  return Object.keys(CHECKERS);
+}
+
+/** Runs one case and reports it (errors become failures, never exceptions). */
+export async function runCase(getGpu: () => Promise<Gpu>, dir: string, c: FixtureCase): Promise<CaseReport> {
+  const start = performance.now();
+  const report: CaseReport = {
+    id: c.id,
+    kind: c.kind,
+    architecture: c.architecture,
+    passed: false,
+    compared: [],
+    worst: { tensor: "", abs: 0, rel: 0 },
+    seconds: 0,
+  };
+  try {
+    const checker = CHECKERS[c.kind];
+    if (!checker) throw new Error(`kind "${c.kind}" not implemented`);
+    const cmp = await checker(getGpu, c, await loadCaseTensors(dir, c));
+    Object.assign(report, { passed: cmp.passed, compared: cmp.compared, worst: cmp.worst });
+    if (!cmp.passed) report.error = cmp.failures.slice(0, 5).join("; ") || "nothing compared";
+  } catch (e) {
+    report.error = (e as Error).message;
+  }
+  report.seconds = (performance.now() - start) / 1000;
+  return report;
+}
+
 /** Runs the cases of `dir` whose id matches `filter`. */
 export async function runParity(dir: string, filter?: RegExp): Promise<CaseReport[]> {
   const manifest = await loadManifest(dir);
@@ -45,23 +79,7 @@ export async function runParity(dir: string, filter?: RegExp): Promise<CaseRepor
   const getGpu = () => (gpu ??= Gpu.acquire());
   const reports: CaseReport[] = [];
   for (const c of manifest.cases) {
-    if (filter && !filter.test(c.id)) continue;
-    const start = performance.now();
-    const report: CaseReport = {
-      id: c.id, kind: c.kind, architecture: c.architecture, passed: false, compared: [],
-      worst: { tensor: "", abs: 0, rel: 0 }, seconds: 0,
-    };
-    try {
-      const checker = CHECKERS[c.kind];
-      if (!checker) throw new Error(`kind "${c.kind}" not implemented`);
-      const cmp = await checker(getGpu, c, await loadCaseTensors(dir, c));
-      Object.assign(report, { passed: cmp.passed, compared: cmp.compared, worst: cmp.worst });
-      if (!cmp.passed) report.error = cmp.failures.slice(0, 5).join("; ") || "nothing compared";
-    } catch (e) {
-      report.error = (e as Error).message;
-    }
-    report.seconds = (performance.now() - start) / 1000;
-    reports.push(report);
+    if (!filter || filter.test(c.id)) reports.push(await runCase(getGpu, dir, c));
   }
   return reports;
 }
@@ -72,9 +90,16 @@ function formatTable(reports: CaseReport[]): string {
   ];
   for (const r of reports) {
     lines.push([
-      r.id.padEnd(45), r.kind.padEnd(11), String(r.compared.length).padStart(7), " ",
-      r.worst.tensor.slice(0, 32).padEnd(32), r.worst.abs.toExponential(2).padStart(9), " ",
-      r.worst.rel.toExponential(2).padStart(9), "  ", r.passed ? "pass" : `FAIL: ${r.error}`,
+      r.id.padEnd(45),
+      r.kind.padEnd(11),
+      String(r.compared.length).padStart(7),
+      " ",
+      r.worst.tensor.slice(0, 32).padEnd(32),
+      r.worst.abs.toExponential(2).padStart(9),
+      " ",
+      r.worst.rel.toExponential(2).padStart(9),
+      "  ",
+      r.passed ? "pass" : `FAIL: ${r.error}`,
     ].join(""));
   }
   const passed = reports.filter((r) => r.passed).length;
@@ -91,8 +116,13 @@ if (import.meta.main) {
       json: { type: "string" },
     },
   });
-  const reports = await runParity(values.fixtures!, values.filter ? new RegExp(values.filter) : undefined);
+  const reports = await runParity(
+    values.fixtures!,
+    values.filter ? new RegExp(values.filter) : undefined,
+  );
   console.log(formatTable(reports));
-  if (values.json) await Deno.writeTextFile(values.json, JSON.stringify({ cases: reports }, null, 2) + "\n");
+  if (values.json) {
+    await Deno.writeTextFile(values.json, JSON.stringify({ cases: reports }, null, 2) + "\n");
+  }
   Deno.exit(reports.length > 0 && reports.every((r) => r.passed) ? 0 : 1);
 }

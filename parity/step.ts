@@ -22,7 +22,9 @@ const f32 = (t: StoredTensor) => Float32Array.from(t.values);
 /** Tensors of a prefix group (`params.W_enc` → `W_enc`). */
 function group(tensors: Tensors, prefix: string): Map<string, StoredTensor> {
   const out = new Map<string, StoredTensor>();
-  for (const [name, t] of tensors) if (name.startsWith(prefix + ".")) out.set(name.slice(prefix.length + 1), t);
+  for (const [name, t] of tensors) {
+    if (name.startsWith(prefix + ".")) out.set(name.slice(prefix.length + 1), t);
+  }
   return out;
 }
 
@@ -43,7 +45,10 @@ function compareGroup(
   }
 }
 
-async function readRecord(gpu: Gpu, record: Record<string, Tensor>): Promise<Record<string, Float32Array>> {
+async function readRecord(
+  gpu: Gpu,
+  record: Record<string, Tensor>,
+): Promise<Record<string, Float32Array>> {
   const names = Object.keys(record);
   const values = await gpu.readMany(names.map((n) => record[n]));
   return Object.fromEntries(names.map((n, i) => [n, values[i]]));
@@ -61,7 +66,11 @@ function releaseResult(result: StepResult): void {
 }
 
 /** Runs one step case and compares it. */
-export async function checkStepCase(gpu: Gpu, c: FixtureCase, tensors: Tensors): Promise<Comparison> {
+export async function checkStepCase(
+  gpu: Gpu,
+  c: FixtureCase,
+  tensors: Tensors,
+): Promise<Comparison> {
   const cmp = new Comparison();
   const tol = c.tolerance as unknown as Tolerance;
   const f64Tol = (c.tolerance.float64_tensors ?? tol) as Tolerance;
@@ -71,7 +80,9 @@ export async function checkStepCase(gpu: Gpu, c: FixtureCase, tensors: Tensors):
   const arch = getArchitecture(c.architecture ?? "");
 
   const hostParams = Object.fromEntries([...group(tensors, "params")].map(([n, t]) => [n, f32(t)]));
-  const hostState = Object.fromEntries([...group(tensors, "state")].map(([n, t]) => [n, t.values[0]]));
+  const hostState = Object.fromEntries(
+    [...group(tensors, "state")].map(([n, t]) => [n, t.values[0]]),
+  );
   const sae = TrainingSae.fromHost(gpu, arch, cfg, hostParams, hostState, {
     beta1: trainer.adam_beta1,
     beta2: trainer.adam_beta2,
@@ -79,7 +90,9 @@ export async function checkStepCase(gpu: Gpu, c: FixtureCase, tensors: Tensors):
   const lrs = learningRates({ ...trainer, total_steps: totalTrainingSteps(trainer) }, 2);
   const coefficientsAt = (i: number) =>
     Object.fromEntries(
-      Object.entries(arch.coefficients(cfg)).map(([n, co]) => [n, coefficientAt(i, co.value, co.warmUpSteps)]),
+      Object.entries(arch.coefficients(cfg)).map((
+        [n, co],
+      ) => [n, coefficientAt(i, co.value, co.warmUpSteps)]),
     );
 
   // Cases without dead latents store no mask: all alive.
@@ -88,7 +101,10 @@ export async function checkStepCase(gpu: Gpu, c: FixtureCase, tensors: Tensors):
   const expectedNorms = [c.expected?.grad_norm, c.expected?.grad_norm2];
   const expectedDead = c.expected?.n_dead as number[] | undefined;
   for (const [i, suffix] of [[0, ""], [1, "2"]] as const) {
-    const x = gpu.upload(f32(tensors.get(`input.x${suffix}`)!), tensors.get(`input.x${suffix}`)!.shape);
+    const x = gpu.upload(
+      f32(tensors.get(`input.x${suffix}`)!),
+      tensors.get(`input.x${suffix}`)!.shape,
+    );
     const result = sae.forwardBackward(x, deadMask, coefficientsAt(i));
     const losses = await readRecord(gpu, { ...result.losses, total: result.total });
     compareGroup(cmp, tensors, `loss${suffix}`, losses, tol, f64Tol);
@@ -97,18 +113,37 @@ export async function checkStepCase(gpu: Gpu, c: FixtureCase, tensors: Tensors):
       compareGroup(cmp, tensors, "grad", await readRecord(gpu, result.grads), tol, f64Tol);
     }
     const clip = sae.clip(result.grads);
-    if (i === 0) compareGroup(cmp, tensors, "grad_clipped", await readRecord(gpu, result.grads), tol, f64Tol);
+    if (i === 0) {
+      compareGroup(cmp, tensors, "grad_clipped", await readRecord(gpu, result.grads), tol, f64Tol);
+    }
     const [norm] = await gpu.read(clip);
-    if (typeof expectedNorms[i] === "number") cmp.check(`expected.grad_norm${suffix}`, [norm], [expectedNorms[i] as number], scalarTol);
-    if (expectedDead) cmp.checkExact(`expected.n_dead[${i}]`, [(await gpu.read(deadMask)).reduce((a, b) => a + b, 0)], [expectedDead[i]]);
+    if (typeof expectedNorms[i] === "number") {
+      cmp.check(`expected.grad_norm${suffix}`, [norm], [expectedNorms[i] as number], scalarTol);
+    }
+    if (expectedDead) {
+      cmp.checkExact(`expected.n_dead[${i}]`, [
+        (await gpu.read(deadMask)).reduce((a, b) => a + b, 0),
+      ], [expectedDead[i]]);
+    }
     sae.optimizerStep(result.grads, lrs[i]);
     const after = { ...(await sae.readParams()), ...(await sae.readState()) };
-    compareGroup(cmp, tensors, `after_step${suffix}`, Object.fromEntries(Object.entries(after).map(([k, v]) => [k, typeof v === "number" ? [v] : v])), tol, f64Tol);
+    compareGroup(
+      cmp,
+      tensors,
+      `after_step${suffix}`,
+      Object.fromEntries(
+        Object.entries(after).map(([k, v]) => [k, typeof v === "number" ? [v] : v]),
+      ),
+      tol,
+      f64Tol,
+    );
     if (i === 0) {
       // Latents dead before step 1 stay dead unless they fired in it (their counters exceed the window).
       const next = binary("mul", deadMask, unary("affine", result.fired, { alpha: -1, beta: 1 }));
       const storedMask2 = tensors.get("input.dead_neuron_mask2");
-      if (storedMask2) cmp.checkExact("input.dead_neuron_mask2", await gpu.read(next), storedMask2.values);
+      if (storedMask2) {
+        cmp.checkExact("input.dead_neuron_mask2", await gpu.read(next), storedMask2.values);
+      }
       deadMask = next;
     }
     releaseResult(result);

@@ -1,4 +1,10 @@
-import { type Broadcast, binary, type BinaryOp, unary, type UnaryOp } from "../src/kernels/elementwise.ts";
+import {
+  binary,
+  type BinaryOp,
+  type Broadcast,
+  unary,
+  type UnaryOp,
+} from "../src/kernels/elementwise.ts";
 import { reduceAll, reduceCols, reduceRows, type RowReduction } from "../src/kernels/reduce.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
@@ -38,14 +44,25 @@ Deno.test("binary ops match the reference for every broadcast", gpuTest, async (
   const gpu = await testGpu();
   const a = randomArray(rows * cols, 11);
   const ta = gpu.upload(a, [rows, cols]);
-  const bSizes: Record<Broadcast, number> = { full: rows * cols, perCol: cols, perRow: rows, scalar: 1 };
+  const bSizes: Record<Broadcast, number> = {
+    full: rows * cols,
+    perCol: cols,
+    perRow: rows,
+    scalar: 1,
+  };
   for (const bcast of Object.keys(bSizes) as Broadcast[]) {
     const b = randomArray(bSizes[bcast], 12, 0.5, 2);
     const tb = gpu.upload(b);
     for (const op of Object.keys(binaryRef) as BinaryOp[]) {
       const got = await binary(op, ta, tb, bcast, { alpha, beta }).read();
       const ref = a.map((x, i) => {
-        const j = bcast === "full" ? i : bcast === "perCol" ? i % cols : bcast === "perRow" ? Math.floor(i / cols) : 0;
+        const j = bcast === "full"
+          ? i
+          : bcast === "perCol"
+          ? i % cols
+          : bcast === "perRow"
+          ? Math.floor(i / cols)
+          : 0;
         return binaryRef[op](x, b[j]);
       });
       assertClose(got, ref, { rtol: 2e-7, atol: 0, what: `${op}/${bcast}` });
@@ -65,7 +82,11 @@ Deno.test("unary ops match the reference", gpuTest, async () => {
   }
   const positive = gpu.upload(a.map(Math.abs));
   for (const op of ["sqrt", "log"] as const) {
-    assertClose(await unary(op, positive).read(), a.map(Math.abs).map(unaryRef[op]), { rtol: 2e-6, atol: 1e-7, what: op });
+    assertClose(await unary(op, positive).read(), a.map(Math.abs).map(unaryRef[op]), {
+      rtol: 2e-6,
+      atol: 1e-7,
+      what: op,
+    });
   }
 });
 
@@ -80,31 +101,50 @@ Deno.test("in-place elementwise writes into its input", gpuTest, async () => {
   assertClose(await t.read(), a.map((x, i) => f(Math.max(x, 0) - b[i])), { rtol: 0, atol: 0 });
 });
 
-Deno.test("row, column and total reductions match the reference (odd sizes, > 1 workgroup)", gpuTest, async () => {
-  const gpu = await testGpu();
-  for (const [r, c] of [[1, 1], [3, 700], [129, 5], [40, 1031]]) {
-    const a = randomArray(r * c, r + c);
-    const t = gpu.upload(a, [r, c]);
-    const rowFns: Record<RowReduction, (x: number) => number> = {
-      sum: (x) => x, sumSquares: (x) => x * x, sumAbs: Math.abs,
-      countGreater: (x) => (x > alpha ? 1 : 0), sumAbsPow: (x) => Math.abs(x) ** 1.5,
-    };
-    for (const fn of Object.keys(rowFns) as RowReduction[]) {
-      const p = fn === "sumAbsPow" ? 1.5 : alpha;
-      const ref = Array.from({ length: r }, (_, i) => {
+Deno.test(
+  "row, column and total reductions match the reference (odd sizes, > 1 workgroup)",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    for (const [r, c] of [[1, 1], [3, 700], [129, 5], [40, 1031]]) {
+      const a = randomArray(r * c, r + c);
+      const t = gpu.upload(a, [r, c]);
+      const rowFns: Record<RowReduction, (x: number) => number> = {
+        sum: (x) => x,
+        sumSquares: (x) => x * x,
+        sumAbs: Math.abs,
+        countGreater: (x) => (x > alpha ? 1 : 0),
+        sumAbsPow: (x) => Math.abs(x) ** 1.5,
+      };
+      for (const fn of Object.keys(rowFns) as RowReduction[]) {
+        const p = fn === "sumAbsPow" ? 1.5 : alpha;
+        const ref = Array.from({ length: r }, (_, i) => {
+          let s = 0;
+          for (let j = 0; j < c; j++) s += rowFns[fn](a[i * c + j]);
+          return s;
+        });
+        assertClose(await reduceRows(t, fn, p).read(), ref, {
+          rtol: 1e-5,
+          atol: 1e-5,
+          what: `${fn} ${r}x${c}`,
+        });
+        const total = ref.reduce((x, y) => x + y, 0);
+        assertClose(await reduceAll(t, fn, p).read(), [total], {
+          rtol: 1e-5,
+          atol: 1e-4,
+          what: `all ${fn}`,
+        });
+      }
+      const colRef = Array.from({ length: c }, (_, j) => {
         let s = 0;
-        for (let j = 0; j < c; j++) s += rowFns[fn](a[i * c + j]);
+        for (let i = 0; i < r; i++) s += a[i * c + j];
         return s;
       });
-      assertClose(await reduceRows(t, fn, p).read(), ref, { rtol: 1e-5, atol: 1e-5, what: `${fn} ${r}x${c}` });
-      const total = ref.reduce((x, y) => x + y, 0);
-      assertClose(await reduceAll(t, fn, p).read(), [total], { rtol: 1e-5, atol: 1e-4, what: `all ${fn}` });
+      assertClose(await reduceCols(t).read(), colRef, {
+        rtol: 1e-5,
+        atol: 1e-5,
+        what: `cols ${r}x${c}`,
+      });
     }
-    const colRef = Array.from({ length: c }, (_, j) => {
-      let s = 0;
-      for (let i = 0; i < r; i++) s += a[i * c + j];
-      return s;
-    });
-    assertClose(await reduceCols(t).read(), colRef, { rtol: 1e-5, atol: 1e-5, what: `cols ${r}x${c}` });
-  }
-});
+  },
+);

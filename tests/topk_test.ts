@@ -14,10 +14,20 @@ function referenceTopK(values: Float32Array, segLen: number, k: number): Float32
 
 Deno.test("per-row top-k keeps exactly the k largest of each row, then ReLU", gpuTest, async () => {
   const gpu = await testGpu();
-  for (const [rows, cols, k] of [[1, 1, 1], [5, 7, 3], [33, 128, 8], [17, 5000, 64], [4, 300, 300], [3, 40, 0]]) {
+  for (
+    const [rows, cols, k] of [[1, 1, 1], [5, 7, 3], [33, 128, 8], [17, 5000, 64], [4, 300, 300], [
+      3,
+      40,
+      0,
+    ]]
+  ) {
     const x = randomArray(rows * cols, rows * 7 + cols, -2, 1);
     const got = await topkPerRow(gpu.upload(x, [rows, cols]), k).read();
-    assertClose(got, referenceTopK(x, cols, k), { rtol: 0, atol: 0, what: `${rows}x${cols} k=${k}` });
+    assertClose(got, referenceTopK(x, cols, k), {
+      rtol: 0,
+      atol: 0,
+      what: `${rows}x${cols} k=${k}`,
+    });
   }
 });
 
@@ -26,7 +36,11 @@ Deno.test("batch top-k keeps the count largest over the whole batch", gpuTest, a
   for (const [rows, cols, count] of [[32, 128, 208], [7, 3001, 50], [64, 1000, 64 * 32]]) {
     const x = randomArray(rows * cols, count, -1, 1).map((v) => Math.max(v, 0));
     const got = await topkOverBatch(gpu.upload(x, [rows, cols]), count).read();
-    assertClose(got, referenceTopK(x, rows * cols, count), { rtol: 0, atol: 0, what: `${rows}x${cols} count=${count}` });
+    assertClose(got, referenceTopK(x, rows * cols, count), {
+      rtol: 0,
+      atol: 0,
+      what: `${rows}x${cols} count=${count}`,
+    });
   }
 });
 
@@ -39,21 +53,30 @@ Deno.test("negative and mixed-sign values order correctly", gpuTest, async () =>
   }
 });
 
-Deno.test("masked per-row top-k keeps raw values among masked columns, k capped on the GPU", gpuTest, async () => {
-  const gpu = await testGpu();
-  const [rows, cols] = [6, 50];
-  const x = randomArray(rows * cols, 77, -2, 1);
-  const mask = Float32Array.from({ length: cols }, (_, j) => (j % 3 === 0 ? 1 : 0));
-  const nMasked = mask.reduce((a, b) => a + b, 0);
-  for (const [k, limit] of [[5, 100], [25, 7], [25, 0]]) {
-    const got = await topkPerRowMasked(gpu.upload(x, [rows, cols]), gpu.upload(mask), k, gpu.upload(Float32Array.of(limit))).read();
-    const kEff = Math.min(k, limit, nMasked);
-    const ref = new Float32Array(rows * cols);
-    for (let r = 0; r < rows; r++) {
-      const idx = Array.from({ length: cols }, (_, j) => j).filter((j) => mask[j] > 0);
-      idx.sort((a, b) => x[r * cols + b] - x[r * cols + a]);
-      for (const j of idx.slice(0, kEff)) ref[r * cols + j] = x[r * cols + j];
+Deno.test(
+  "masked per-row top-k keeps raw values among masked columns, k capped on the GPU",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const [rows, cols] = [6, 50];
+    const x = randomArray(rows * cols, 77, -2, 1);
+    const mask = Float32Array.from({ length: cols }, (_, j) => (j % 3 === 0 ? 1 : 0));
+    const nMasked = mask.reduce((a, b) => a + b, 0);
+    for (const [k, limit] of [[5, 100], [25, 7], [25, 0]]) {
+      const got = await topkPerRowMasked(
+        gpu.upload(x, [rows, cols]),
+        gpu.upload(mask),
+        k,
+        gpu.upload(Float32Array.of(limit)),
+      ).read();
+      const kEff = Math.min(k, limit, nMasked);
+      const ref = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) {
+        const idx = Array.from({ length: cols }, (_, j) => j).filter((j) => mask[j] > 0);
+        idx.sort((a, b) => x[r * cols + b] - x[r * cols + a]);
+        for (const j of idx.slice(0, kEff)) ref[r * cols + j] = x[r * cols + j];
+      }
+      assertClose(got, ref, { rtol: 0, atol: 0, what: `k=${k} limit=${limit}` });
     }
-    assertClose(got, ref, { rtol: 0, atol: 0, what: `k=${k} limit=${limit}` });
-  }
-});
+  },
+);

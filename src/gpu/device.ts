@@ -70,12 +70,16 @@ export class Gpu {
 
   /** Requests an adapter and a device with the adapter's real limits. */
   static async acquire(options: GPURequestAdapterOptions = {}): Promise<Gpu> {
-    if (!("gpu" in navigator) || !navigator.gpu) throw new GpuError("WebGPU is not available in this runtime.");
+    if (!("gpu" in navigator) || !navigator.gpu) {
+      throw new GpuError("WebGPU is not available in this runtime.");
+    }
     const adapter = await navigator.gpu.requestAdapter(options);
     if (!adapter) throw new GpuError(NO_ADAPTER_HELP);
     const requiredLimits: Record<string, number> = {};
     for (const name of REQUESTED_LIMITS) requiredLimits[name] = adapter.limits[name];
-    const requiredFeatures = [...adapter.features].filter((f) => f === "shader-f16") as GPUFeatureName[];
+    const requiredFeatures = [...adapter.features].filter((f) =>
+      f === "shader-f16"
+    ) as GPUFeatureName[];
     const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
     return new Gpu(device, adapter.info);
   }
@@ -91,7 +95,12 @@ export class Gpu {
   }
 
   /** Compiles (once) and returns the pipeline for `entryPoint` of a WGSL source. */
-  kernel(label: string, code: string, entryPoint = "main", constants: Record<string, number> = {}): Kernel {
+  kernel(
+    label: string,
+    code: string,
+    entryPoint = "main",
+    constants: Record<string, number> = {},
+  ): Kernel {
     const key = `${label}|${entryPoint}|${JSON.stringify(constants)}`;
     let kernel = this.pipelines.get(key);
     if (kernel) return kernel;
@@ -117,7 +126,9 @@ export class Gpu {
     const count = shape.reduce((a, b) => a * b, 1);
     const bytes = Math.max(4, count * 4);
     if (bytes > this.limits.maxBufferSize) {
-      throw new GpuError(`tensor [${shape}] needs ${bytes} bytes > adapter maxBufferSize ${this.limits.maxBufferSize}`);
+      throw new GpuError(
+        `tensor [${shape}] needs ${bytes} bytes > adapter maxBufferSize ${this.limits.maxBufferSize}`,
+      );
     }
     const buffer = this.freeBuffers.get(bytes)?.pop() ??
       this.device.createBuffer({
@@ -139,10 +150,19 @@ export class Gpu {
   }
 
   /** Uploads host data into a new tensor. */
-  upload(data: Float32Array | Uint32Array | Int32Array, shape: readonly number[] = [data.length]): Tensor {
+  upload(
+    data: Float32Array | Uint32Array | Int32Array,
+    shape: readonly number[] = [data.length],
+  ): Tensor {
     const count = shape.reduce((a, b) => a * b, 1);
-    if (count !== data.length) throw new GpuError(`upload: shape [${shape}] holds ${count} values, got ${data.length}`);
-    const dtype: DType = data instanceof Float32Array ? "f32" : data instanceof Uint32Array ? "u32" : "i32";
+    if (count !== data.length) {
+      throw new GpuError(`upload: shape [${shape}] holds ${count} values, got ${data.length}`);
+    }
+    const dtype: DType = data instanceof Float32Array
+      ? "f32"
+      : data instanceof Uint32Array
+      ? "u32"
+      : "i32";
     const t = this.empty(shape, dtype);
     this.write(t, data);
     return t;
@@ -150,7 +170,9 @@ export class Gpu {
 
   /** Overwrites a tensor's contents. Ordered before the next flushed command buffer. */
   write(t: Tensor, data: Float32Array | Uint32Array | Int32Array): void {
-    if (data.length !== t.size) throw new GpuError(`write: tensor holds ${t.size} values, got ${data.length}`);
+    if (data.length !== t.size) {
+      throw new GpuError(`write: tensor holds ${t.size} values, got ${data.length}`);
+    }
     // Work recorded earlier must see the old contents: submit it before the queue write lands.
     this.flush();
     this.device.queue.writeBuffer(t.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
@@ -223,7 +245,9 @@ export class Gpu {
     const entries: GPUBindGroupEntry[] = [];
     if (params) entries.push({ binding: 0, resource: { buffer: this.uniform(params) } });
     bindings.forEach((b, i) => {
-      if (b) entries.push({ binding: i + 1, resource: { buffer: b instanceof Tensor ? b.buffer : b } });
+      if (b) {
+        entries.push({ binding: i + 1, resource: { buffer: b instanceof Tensor ? b.buffer : b } });
+      }
     });
     const bindGroup = this.device.createBindGroup({
       layout: kernel.pipeline.getBindGroupLayout(0),
@@ -235,7 +259,9 @@ export class Gpu {
     const [x, y = 1, z = 1] = workgroups;
     const max = this.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) {
-      throw new GpuError(`${kernel.label}: dispatch [${x},${y},${z}] exceeds ${max} workgroups per dimension`);
+      throw new GpuError(
+        `${kernel.label}: dispatch [${x},${y},${z}] exceeds ${max} workgroups per dimension`,
+      );
     }
     if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
     pass.end();
@@ -243,7 +269,13 @@ export class Gpu {
 
   /** Records a buffer-to-buffer copy. */
   copy(src: Tensor, dst: Tensor, srcOffsetElems = 0, dstOffsetElems = 0, count = src.size): void {
-    this.commandEncoder().copyBufferToBuffer(src.buffer, srcOffsetElems * 4, dst.buffer, dstOffsetElems * 4, count * 4);
+    this.commandEncoder().copyBufferToBuffer(
+      src.buffer,
+      srcOffsetElems * 4,
+      dst.buffer,
+      dstOffsetElems * 4,
+      count * 4,
+    );
   }
 
   /** Submits everything recorded so far as one command buffer. */
@@ -281,9 +313,9 @@ export class Gpu {
     staging.unmap();
     staging.destroy();
     offset = 0;
-    return tensors.map((t, i) => {
-      const view = all.subarray(offset / 4, (offset + sizes[i]) / 4);
-      offset += sizes[i];
+    return sizes.map((size) => {
+      const view = all.subarray(offset / 4, (offset + size) / 4);
+      offset += size;
       return view;
     });
   }
@@ -314,7 +346,9 @@ export class Gpu {
 function collectTensors(value: unknown, into: Set<Tensor>): void {
   if (value instanceof Tensor) into.add(value);
   else if (Array.isArray(value)) value.forEach((v) => collectTensors(v, into));
-  else if (value && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+  else if (
+    value && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype
+  ) {
     Object.values(value).forEach((v) => collectTensors(v, into));
   }
 }

@@ -4,7 +4,10 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { params, wgsl } from "./source.ts";
 
 const BINARY_OPS = {
-  add: 0, sub: 1, mul: 2, div: 3,
+  add: 0,
+  sub: 1,
+  mul: 2,
+  div: 3,
   /** alpha·a + beta·b */
   axpby: 4,
   /** a where b > alpha, else 0 */
@@ -24,10 +27,15 @@ const UNARY_OPS = {
   relu: 0,
   /** 1 where a > alpha, else 0 */
   greater: 1,
-  abs: 2, square: 3, sqrt: 4, exp: 5,
+  abs: 2,
+  square: 3,
+  sqrt: 4,
+  exp: 5,
   /** alpha·a + beta */
   affine: 6,
-  sign: 7, reciprocal: 8, log: 9,
+  sign: 7,
+  reciprocal: 8,
+  log: 9,
   /** min(alpha·a, beta) */
   scaledMin: 10,
 } as const;
@@ -57,10 +65,18 @@ export interface ElementwiseOptions {
 
 /** out = op(a, b) elementwise, `b` broadcast as `bcast` says. */
 export function binary(
-  op: BinaryOp, a: Tensor, b: Tensor, bcast: Broadcast = "full", options: ElementwiseOptions = {},
+  op: BinaryOp,
+  a: Tensor,
+  b: Tensor,
+  bcast: Broadcast = "full",
+  options: ElementwiseOptions = {},
 ): Tensor {
   if (b.size !== expectedBSize(a, bcast)) {
-    throw new GpuError(`binary ${op}: b has ${b.size} values, ${bcast} broadcast over [${a.shape}] needs ${expectedBSize(a, bcast)}`);
+    throw new GpuError(
+      `binary ${op}: b has ${b.size} values, ${bcast} broadcast over [${a.shape}] needs ${
+        expectedBSize(a, bcast)
+      }`,
+    );
   }
   const gpu = a.gpu;
   const out = options.out ?? gpu.empty(a.shape);
@@ -77,7 +93,9 @@ export function unary(op: UnaryOp, a: Tensor, options: ElementwiseOptions = {}):
   const gpu = a.gpu;
   const out = options.out ?? gpu.empty(a.shape);
   const inPlace = out.buffer === a.buffer;
-  const kernel = gpu.kernel("unary", wgsl("unary"), inPlace ? "in_place" : "main", { OP: UNARY_OPS[op] });
+  const kernel = gpu.kernel("unary", wgsl("unary"), inPlace ? "in_place" : "main", {
+    OP: UNARY_OPS[op],
+  });
   const uniforms = params([a.size, 0], [options.alpha ?? 0, options.beta ?? 0]);
   gpu.dispatch(kernel, inPlace ? [a] : [a, out], grid1d(a.size), uniforms);
   return out;

@@ -10,7 +10,12 @@ export function rowLpNorms(v: Tensor, p: number): Tensor {
   if (p === 2) return unary("sqrt", reduceRows(v, "sumSquares"), { out: undefined });
   const sums = reduceRows(v, "sumAbsPow", p);
   const gpu = v.gpu;
-  gpu.dispatch(gpu.kernel("lp_norm", wgsl("lp_norm"), "finish_norm"), [sums], [groups(v.rows, 256)], params([v.rows, v.cols], [p, 1]));
+  gpu.dispatch(
+    gpu.kernel("lp_norm", wgsl("lp_norm"), "finish_norm"),
+    [sums],
+    [groups(v.rows, 256)],
+    params([v.rows, v.cols], [p, 1]),
+  );
   return sums;
 }
 
@@ -18,6 +23,11 @@ export function rowLpNorms(v: Tensor, p: number): Tensor {
 export function rowLpNormsBackward(v: Tensor, rowNorms: Tensor, p: number, scale: number): Tensor {
   const gpu = v.gpu;
   const out = gpu.empty(v.shape);
-  gpu.dispatch(gpu.kernel("lp_norm", wgsl("lp_norm"), "backward"), [v, rowNorms, out], grid1d(v.size), params([v.rows, v.cols], [p, scale]));
+  gpu.dispatch(
+    gpu.kernel("lp_norm", wgsl("lp_norm"), "backward"),
+    [v, rowNorms, out],
+    grid1d(v.size),
+    params([v.rows, v.cols], [p, scale]),
+  );
   return out;
 }

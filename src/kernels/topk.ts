@@ -16,7 +16,12 @@ interface SelectOptions {
   kLimit?: Tensor;
 }
 
-function selectTopK(values: Tensor, segments: number, k: number, options: SelectOptions = {}): Tensor {
+function selectTopK(
+  values: Tensor,
+  segments: number,
+  k: number,
+  options: SelectOptions = {},
+): Tensor {
   const gpu = values.gpu;
   const segLen = values.size / segments;
   if (!Number.isInteger(k) || k < 0 || k > segLen) {
@@ -30,13 +35,28 @@ function selectTopK(values: Tensor, segments: number, k: number, options: Select
   const constants = { K_FROM_BUFFER: options.kLimit ? 1 : 0, RELU_OUTPUT: options.raw ? 0 : 1 };
   // The init entry point always declares the k_limit binding; bind a placeholder when unused.
   const kLimit = options.kLimit ?? gpu.empty([1]);
-  gpu.dispatch(gpu.kernel("topk_select", code, "init", constants), [undefined, hist, state, undefined, kLimit], [groups(segments * 256, 256)], params([segments, segLen, k, 0]));
+  gpu.dispatch(
+    gpu.kernel("topk_select", code, "init", constants),
+    [undefined, hist, state, undefined, kLimit],
+    [groups(segments * 256, 256)],
+    params([segments, segLen, k, 0]),
+  );
   for (let pass = 0; pass < 4; pass++) {
     const uniforms = params([segments, segLen, k, pass]);
-    gpu.dispatch(gpu.kernel("topk_select", code, "histogram"), [values, hist, state], [groups(segLen, ITEMS_PER_WORKGROUP), segments], uniforms);
-    gpu.dispatch(gpu.kernel("topk_select", code, "choose"), [undefined, hist, state], [groups(segments, 64)], uniforms);
+    gpu.dispatch(gpu.kernel("topk_select", code, "histogram"), [values, hist, state], [
+      groups(segLen, ITEMS_PER_WORKGROUP),
+      segments,
+    ], uniforms);
+    gpu.dispatch(gpu.kernel("topk_select", code, "choose"), [undefined, hist, state], [
+      groups(segments, 64),
+    ], uniforms);
   }
-  gpu.dispatch(gpu.kernel("topk_select", code, "apply", constants), [values, undefined, state, out], grid1d(values.size), params([segments, segLen, k, 0]));
+  gpu.dispatch(
+    gpu.kernel("topk_select", code, "apply", constants),
+    [values, undefined, state, out],
+    grid1d(values.size),
+    params([segments, segLen, k, 0]),
+  );
   hist.dispose();
   state.dispose();
   if (!options.kLimit) kLimit.dispose();

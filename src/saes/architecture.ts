@@ -31,5 +31,9 @@ export interface Architecture<C extends StepConfig = StepConfig> {
    */
   trainForward(step: TrainStep, cfg: C, state: Record<string, Tensor>): StepOutputs;
   /** SAELens `process_state_dict_for_saving_inference` on host copies of the parameters. */
-  toInference(cfg: C, params: Record<string, Float32Array>, state: Record<string, number>): InferenceSae;
+  toInference(
+    cfg: C,
+    params: Record<string, Float32Array>,
+    state: Record<string, number>,
+  ): InferenceSae;
 }

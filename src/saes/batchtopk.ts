@@ -9,7 +9,12 @@ import { unary } from "../kernels/elementwise.ts";
 import { topkOverBatch } from "../kernels/topk.ts";
 import type { Architecture } from "./architecture.ts";
 import { encoderDecoderShapes } from "./common.ts";
-import { foldDecoderNorms, type TopKFamilyConfig, type TopKFamilyHooks, trainTopKFamily } from "./topk.ts";
+import {
+  foldDecoderNorms,
+  type TopKFamilyConfig,
+  type TopKFamilyHooks,
+  trainTopKFamily,
+} from "./topk.ts";
 import type { TrainStep } from "./step.ts";
 
 export interface BatchTopKConfig extends TopKFamilyConfig {
@@ -17,7 +22,11 @@ export interface BatchTopKConfig extends TopKFamilyConfig {
 }
 
 /** Batch-wide selection that also updates the threshold buffer (as SAELens does in every forward). */
-export function batchTopKSelect(step: TrainStep, cfg: BatchTopKConfig, threshold: Tensor): TopKFamilyHooks["select"] {
+export function batchTopKSelect(
+  step: TrainStep,
+  cfg: BatchTopKConfig,
+  threshold: Tensor,
+): TopKFamilyHooks["select"] {
   return (hiddenPre) => {
     const acts = topkOverBatch(unary("relu", hiddenPre), Math.floor(cfg.k * step.batch));
     updateTopkThreshold(acts, threshold, cfg.topk_threshold_lr);
@@ -26,9 +35,16 @@ export function batchTopKSelect(step: TrainStep, cfg: BatchTopKConfig, threshold
 }
 
 /** BatchTopK/Matryoshka → JumpReLU: TopK's norm folding plus one shared threshold. */
-export function batchTopKToInference(cfg: BatchTopKConfig, params: Record<string, Float32Array>, state: Record<string, number>) {
+export function batchTopKToInference(
+  cfg: BatchTopKConfig,
+  params: Record<string, Float32Array>,
+  state: Record<string, number>,
+) {
   const weights = foldDecoderNorms(cfg, params);
-  weights.threshold = { data: new Float32Array(cfg.d_sae).fill(state.topk_threshold), shape: [cfg.d_sae] };
+  weights.threshold = {
+    data: new Float32Array(cfg.d_sae).fill(state.topk_threshold),
+    shape: [cfg.d_sae],
+  };
   return { architecture: "jumprelu" as const, weights, config: {} };
 }
 

@@ -20,12 +20,15 @@ export class InferenceModel {
   /** Uploads converted weights. */
   static upload(gpu: Gpu, sae: InferenceSae, applyBDecToInput: boolean): InferenceModel {
     const weights: Record<string, Tensor> = {};
-    for (const [name, w] of Object.entries(sae.weights)) weights[name] = gpu.upload(w.data, w.shape);
+    for (const [name, w] of Object.entries(sae.weights)) {
+      weights[name] = gpu.upload(w.data, w.shape);
+    }
     return new InferenceModel(sae, weights, applyBDecToInput);
   }
 
   private get rescale(): boolean {
-    return this.sae.architecture === "topk" && this.sae.config.rescale_acts_by_decoder_norm === true;
+    return this.sae.architecture === "topk" &&
+      this.sae.config.rescale_acts_by_decoder_norm === true;
   }
 
   private decoderRowNorms(): Tensor {
@@ -36,13 +39,20 @@ export class InferenceModel {
   encode(x: Tensor): Tensor {
     const w = this.weights;
     const saeIn = this.applyBDecToInput ? binary("sub", x, w.b_dec, "perCol") : x;
-    const linear = (weight: Tensor, bias: Tensor) => binary("add", matmul(saeIn, weight), bias, "perCol");
+    const linear = (weight: Tensor, bias: Tensor) =>
+      binary("add", matmul(saeIn, weight), bias, "perCol");
     switch (this.sae.architecture) {
       case "standard":
         return unary("relu", linear(w.W_enc, w.b_enc));
       case "jumprelu": {
         const h = linear(w.W_enc, w.b_enc);
-        return binary("maskGreater", unary("relu", h), binary("sub", h, w.threshold, "perCol"), "full", { alpha: 0 });
+        return binary(
+          "maskGreater",
+          unary("relu", h),
+          binary("sub", h, w.threshold, "perCol"),
+          "full",
+          { alpha: 0 },
+        );
       }
       case "topk": {
         let h = linear(w.W_enc, w.b_enc);

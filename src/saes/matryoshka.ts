@@ -7,7 +7,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "../kernels/elementwise.ts";
 import type { Architecture } from "./architecture.ts";
-import { batchTopKSelect, type BatchTopKConfig, batchTopKToInference } from "./batchtopk.ts";
+import { type BatchTopKConfig, batchTopKSelect, batchTopKToInference } from "./batchtopk.ts";
 import { encoderDecoderShapes } from "./common.ts";
 import { trainTopKFamily } from "./topk.ts";
 
@@ -46,7 +46,9 @@ export const matryoshka: Architecture<MatryoshkaConfig> = {
           const { out, decoded } = step.decode(prefixActs, cfg.rescale_acts_by_decoder_norm);
           const dOut = step.squaredErrorLoss(`inner_mse_loss_${width}`, out, step.x);
           const dDecoded = step.decoderBackward(decoded, dOut);
-          const dPrefix = cfg.rescale_acts_by_decoder_norm ? step.divideByNormsBackward(prefixActs, dDecoded) : dDecoded;
+          const dPrefix = cfg.rescale_acts_by_decoder_norm
+            ? step.divideByNormsBackward(prefixActs, dDecoded)
+            : dDecoded;
           binary("add", dActs, binary("mul", dPrefix, mask, "perCol"), "full", { out: dActs });
         }
         return dActs;

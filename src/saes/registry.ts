@@ -1,6 +1,7 @@
 /** Architecture name → implementation. Adding an architecture means adding one line here. */
 import type { Architecture } from "./architecture.ts";
 import { gated } from "./gated.ts";
+import { jumprelu } from "./jumprelu.ts";
 import { batchtopk } from "./batchtopk.ts";
 import { matryoshka } from "./matryoshka.ts";
 import { standard } from "./standard.ts";
@@ -10,6 +11,7 @@ import type { StepConfig } from "./step.ts";
 // deno-lint-ignore no-explicit-any
 const ARCHITECTURES: Record<string, Architecture<any>> = {
   gated,
+  jumprelu,
   standard,
   topk,
   batchtopk,
@@ -20,7 +22,9 @@ const ARCHITECTURES: Record<string, Architecture<any>> = {
 export function getArchitecture(name: string): Architecture<StepConfig> {
   const arch = ARCHITECTURES[name];
   if (!arch) {
-    throw new Error(`unknown architecture "${name}"; registered: ${Object.keys(ARCHITECTURES).join(", ")}`);
+    throw new Error(
+      `unknown architecture "${name}"; registered: ${Object.keys(ARCHITECTURES).join(", ")}`,
+    );
   }
   return arch;
 }

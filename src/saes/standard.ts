@@ -32,7 +32,9 @@ export const standard: Architecture<StandardConfig> = {
     const dWeighted = rowLpNormsBackward(weighted, norms, cfg.lp_norm, coeff / batch);
 
     const dActs = step.decoderBackward(featureActs, dOut);
-    binary("add", dActs, binary("mul", dWeighted, step.decoderRowNorms, "perCol"), "full", { out: dActs });
+    binary("add", dActs, binary("mul", dWeighted, step.decoderRowNorms, "perCol"), "full", {
+      out: dActs,
+    });
     step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
     step.encoderBackward(binary("maskGreater", dActs, hiddenPre, "full", { alpha: 0 }), "b_enc");
     return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };

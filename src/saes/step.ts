@@ -23,6 +23,8 @@ export interface StepOutputs {
   hidden_pre: Tensor;
   feature_acts: Tensor;
   sae_out: Tensor;
+  /** Architecture-specific outputs (JumpReLU's `threshold`). */
+  [extra: string]: Tensor;
 }
 
 /** Inputs of one step besides the parameters. */
@@ -56,7 +58,9 @@ export class TrainStep {
     const gpu = input.x.gpu;
     this.batch = input.x.rows;
     for (const [name, p] of Object.entries(params)) this.grads[name] = gpu.zeros(p.shape);
-    this.saeIn = cfg.apply_b_dec_to_input ? binary("sub", input.x, params.b_dec, "perCol") : input.x;
+    this.saeIn = cfg.apply_b_dec_to_input
+      ? binary("sub", input.x, params.b_dec, "perCol")
+      : input.x;
     this.decoderRowNorms = unary("sqrt", reduceRows(params.W_dec, "sumSquares"));
     this.decoderNormGrad = gpu.zeros([cfg.d_sae]);
   }
@@ -83,7 +87,13 @@ export class TrainStep {
    * Adds `scale · mean_rows(Σ_d (out − target)²)` as loss `name` and returns its gradient
    * with respect to `out`. `scaleTensor` ([1], on the GPU) multiplies both when given.
    */
-  squaredErrorLoss(name: string, out: Tensor, target: Tensor, scale = 1, scaleTensor?: Tensor): Tensor {
+  squaredErrorLoss(
+    name: string,
+    out: Tensor,
+    target: Tensor,
+    scale = 1,
+    scaleTensor?: Tensor,
+  ): Tensor {
     const sum = reduceAll(binary("squaredDiff", out, target), "sum");
     let loss = unary("affine", sum, { alpha: scale / this.batch, beta: 0 });
     let grad = binary("scaledDiff", out, target, "full", { alpha: (2 * scale) / this.batch });
@@ -114,7 +124,11 @@ export class TrainStep {
     const dActs = binary("div", dDecoded, norms, "perCol");
     const dn = reduceCols(binary("mul", dActs, acts));
     const dnScaled = binary("div", dn, norms);
-    binary("axpby", this.decoderNormGrad, dnScaled, "full", { alpha: 1, beta: -1, out: this.decoderNormGrad });
+    binary("axpby", this.decoderNormGrad, dnScaled, "full", {
+      alpha: 1,
+      beta: -1,
+      out: this.decoderNormGrad,
+    });
     return dActs;
   }
 

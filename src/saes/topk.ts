@@ -26,7 +26,11 @@ export interface TopKFamilyHooks {
 }
 
 /** Forward, MSE, AuxK and backward shared by the TopK family. */
-export function trainTopKFamily(step: TrainStep, cfg: TopKFamilyConfig, hooks: TopKFamilyHooks): StepOutputs {
+export function trainTopKFamily(
+  step: TrainStep,
+  cfg: TopKFamilyConfig,
+  hooks: TopKFamilyHooks,
+): StepOutputs {
   const rescale = cfg.rescale_acts_by_decoder_norm;
   const norms = step.decoderRowNorms;
   const linear = step.encodeLinear(step.params.b_enc);
@@ -57,22 +61,41 @@ export function trainTopKFamily(step: TrainStep, cfg: TopKFamilyConfig, hooks: T
  * min(n_dead/k_aux, 1)·aux_loss_coefficient. n_dead stays on the GPU (no sync); with no dead
  * latent every term is zero. Returns the gradient w.r.t. hiddenPre.
  */
-function auxKLoss(step: TrainStep, cfg: TopKFamilyConfig, hiddenPre: Tensor, saeOut: Tensor): Tensor {
+function auxKLoss(
+  step: TrainStep,
+  cfg: TopKFamilyConfig,
+  hiddenPre: Tensor,
+  saeOut: Tensor,
+): Tensor {
   const kAux = Math.floor(cfg.d_in / 2);
   const nDead = reduceAll(step.input.deadMask);
   const scale = unary("scaledMin", nDead, { alpha: 1 / kAux, beta: 1 });
   const residual = binary("sub", step.x, saeOut);
-  const auxActs = topkPerRowMasked(hiddenPre, step.input.deadMask, Math.min(kAux, cfg.d_sae), nDead);
+  const auxActs = topkPerRowMasked(
+    hiddenPre,
+    step.input.deadMask,
+    Math.min(kAux, cfg.d_sae),
+    nDead,
+  );
   const rescale = cfg.rescale_acts_by_decoder_norm;
   const { out: recons, decoded } = step.decode(auxActs, rescale);
-  const dRecons = step.squaredErrorLoss("auxiliary_reconstruction_loss", recons, residual, cfg.aux_loss_coefficient, scale);
+  const dRecons = step.squaredErrorLoss(
+    "auxiliary_reconstruction_loss",
+    recons,
+    residual,
+    cfg.aux_loss_coefficient,
+    scale,
+  );
   const dDecoded = step.decoderBackward(decoded, dRecons);
   const dAux = rescale ? step.divideByNormsBackward(auxActs, dDecoded) : dDecoded;
   return binary("maskGreater", dAux, unary("abs", auxActs), "full", { alpha: 0 });
 }
 
 /** SAELens TopK inference conversion: fold decoder norms into the encoder when rescaling. */
-export function foldDecoderNorms(cfg: TopKFamilyConfig, params: Record<string, Float32Array>): InferenceSae["weights"] {
+export function foldDecoderNorms(
+  cfg: TopKFamilyConfig,
+  params: Record<string, Float32Array>,
+): InferenceSae["weights"] {
   const weights = copyWeights(params, { ...encoderDecoderShapes(cfg), b_enc: [cfg.d_sae] });
   if (!cfg.rescale_acts_by_decoder_norm) return weights;
   const { d_in: dIn, d_sae: dSae } = cfg;

@@ -53,7 +53,9 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
     }
     const initial = { ...(arch.initialState?.(cfg) ?? {}), ...hostState };
     const state: Record<string, Tensor> = {};
-    for (const [name, value] of Object.entries(initial)) state[name] = gpu.upload(Float32Array.of(value), [1]);
+    for (const [name, value] of Object.entries(initial)) {
+      state[name] = gpu.upload(Float32Array.of(value), [1]);
+    }
     return new TrainingSae(gpu, arch, cfg, params, state, adamBetas);
   }
 

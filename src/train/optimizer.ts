@@ -17,7 +17,12 @@ export function clipGradNorm(grads: readonly Tensor[], maxNorm = 1.0): Tensor {
     s.dispose();
   });
   const result = gpu.empty([2]);
-  gpu.dispatch(gpu.kernel("clip", wgsl("clip"), "finish"), [sumSquares, result], [1], params([grads.length, 0], [maxNorm, 0]));
+  gpu.dispatch(
+    gpu.kernel("clip", wgsl("clip"), "finish"),
+    [sumSquares, result],
+    [1],
+    params([grads.length, 0], [maxNorm, 0]),
+  );
   sumSquares.dispose();
   const scale = gpu.empty([1]);
   gpu.copy(result, scale, 1, 0, 1);
