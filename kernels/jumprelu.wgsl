@@ -1,0 +1,103 @@
+// JumpReLU SAE (SAELens JumpReLUTrainingSAE). h = hidden_pre [rows, cols], t = threshold [cols]
+// (= exp(log_threshold)), n = decoder row norms [cols], dead = dead-latent mask [cols] (0/1).
+// forward:  f = h where h > t (strict), else 0.
+// backward: one invocation per column, walking the rows in order (coalesced, like cols_main of
+//   reduce.wgsl). Takes g = dL/df from the reconstruction and, per column, adds the sparsity
+//   loss, its gradients, and optionally the pre-activation loss, with s = tanh_scale and
+//   rect(z) = 1 if -0.5 < z < 0.5, z = (h - t) / bandwidth:
+//   TANH = false ("step"): l0 = l0_scale · Σ (h > t); Step's backward gives no gradient to h,
+//     only dt += -(1/bw)·rect·l0_scale.
+//   TANH = true: l0 = l0_scale · Σ tanh(s·f·n); with d = l0_scale·s·(1 - tanh²):
+//     g += d·n, dn += d·f.
+//   JumpReLU's backward of the total g: dh = (h > t)·g, dt += -(t/bw)·rect·g.
+//   PRE_ACT: pre = pre_scale · Σ relu(t - h)·dead·n, with dh -= pre_scale·dead·n,
+//     dt += pre_scale·dead·n, dn += pre_scale·relu(t - h)·dead where t > h.
+//   Writes dh over g, adds dt·t to d_log_t (d exp(x)/dx = exp(x)), and writes dn and the
+//   per-column loss sums (already scaled) to col_out = [dn | l0 | pre].
+struct Params {
+  rows: u32, cols: u32, bandwidth: f32, l0_scale: f32, tanh_scale: f32, pre_scale: f32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> h: array<f32>;
+@group(0) @binding(2) var<storage, read> t: array<f32>;
+@group(0) @binding(3) var<storage, read> norms: array<f32>;
+@group(0) @binding(4) var<storage, read> dead: array<f32>;
+// backward: dL/df in, dL/dh out.
+@group(0) @binding(5) var<storage, read_write> g: array<f32>;
+@group(0) @binding(6) var<storage, read_write> d_log_t: array<f32>;
+@group(0) @binding(7) var<storage, read_write> col_out: array<f32>;
+// forward writes the activations where backward's gradient lives.
+@group(0) @binding(5) var<storage, read_write> acts: array<f32>;
+
+override TANH: bool = false;
+override PRE_ACT: bool = false;
+
+@compute @workgroup_size(256)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+  if (i >= p.rows * p.cols) { return; }
+  let x = h[i];
+  acts[i] = select(0.0, x, x > t[i % p.cols]);
+}
+
+// tanh without the overflow of (e^x - e^-x)/(e^x + e^-x) or its cancellation near 0.
+fn stable_tanh(x: f32) -> f32 {
+  let a = abs(x);
+  if (a < 0.05) {
+    let x2 = x * x;
+    return x * (1.0 - x2 * (1.0 / 3.0 - x2 * (2.0 / 15.0)));
+  }
+  let e = exp(-2.0 * a);
+  return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+@compute @workgroup_size(256)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= p.cols) { return; }
+  let tc = t[c];
+  let nc = norms[c];
+  let dc = dead[c];
+  var dt = 0.0;
+  var dn = 0.0;
+  var l0 = 0.0;
+  var pre = 0.0;
+  for (var r = 0u; r < p.rows; r++) {
+    let i = r * p.cols + c;
+    let x = h[i];
+    let on = x > tc;
+    var gv = g[i];
+    if (TANH) {
+      let f = select(0.0, x, on);
+      let th = stable_tanh(p.tanh_scale * f * nc);
+      l0 += th;
+      let d = p.l0_scale * (1.0 - th * th) * p.tanh_scale;
+      gv += d * nc;
+      dn += d * f;
+    } else {
+      l0 += select(0.0, 1.0, on);
+    }
+    let z = (x - tc) / p.bandwidth;
+    if (z > -0.5 && z < 0.5) {
+      dt += -(tc / p.bandwidth) * gv;
+      if (!TANH) { dt += -(1.0 / p.bandwidth) * p.l0_scale; }
+    }
+    var dh = select(0.0, gv, on);
+    if (PRE_ACT) {
+      let gap = tc - x;
+      if (gap > 0.0) {
+        let w = dc * nc;
+        pre += gap * w;
+        dh -= p.pre_scale * w;
+        dt += p.pre_scale * w;
+        dn += p.pre_scale * gap * dc;
+      }
+    }
+    g[i] = dh;
+  }
+  d_log_t[c] += dt * tc;
+  col_out[c] = dn;
+  col_out[p.cols + c] = p.l0_scale * l0;
+  col_out[2u * p.cols + c] = p.pre_scale * pre;
+}

@@ -1,0 +1,72 @@
+/** JumpReLU SAE kernels (`kernels/jumprelu.wgsl`): the thresholded forward and fused backward. */
+import type { Tensor } from "../gpu/tensor.ts";
+import { grid1d } from "./elementwise.ts";
+import { reduceRows } from "./reduce.ts";
+import { groups, params, wgsl } from "./source.ts";
+
+/** How the sparsity and pre-activation losses are formed (SAELens JumpReLU config). */
+export interface JumpReluLossOptions {
+  bandwidth: number;
+  /** "step": Σ(h > t), trains only the threshold; "tanh": Σ tanh(tanhScale·f·‖W_dec‖). */
+  mode: "step" | "tanh";
+  /** Sparsity coefficient / batch size. */
+  l0Scale: number;
+  tanhScale: number;
+  /** pre_act_loss_coefficient / batch size, or null when there is no pre-activation loss. */
+  preActScale: number | null;
+}
+
+export interface JumpReluBackward {
+  /** dL/d‖W_dec[j]‖ from the tanh and pre-activation losses, [cols]. */
+  dNorms: Tensor;
+  /** l0Scale · Σ of the sparsity terms, [1]. */
+  l0Loss: Tensor;
+  /** preActScale · Σ relu(t − h)·dead·‖W_dec‖, [1] (0 without a pre-activation loss). */
+  preActLoss: Tensor;
+}
+
+function uniforms(h: Tensor, o?: JumpReluLossOptions): ArrayBuffer {
+  const f32s = o ? [o.bandwidth, o.l0Scale, o.tanhScale, o.preActScale ?? 0] : [1, 0, 0, 0];
+  return params([h.rows, h.cols], f32s);
+}
+
+/** f = h where h > threshold (per column, strict), else 0. */
+export function jumpReluForward(h: Tensor, threshold: Tensor): Tensor {
+  const gpu = h.gpu;
+  const out = gpu.empty(h.shape);
+  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "forward");
+  gpu.dispatch(kernel, [h, threshold, undefined, undefined, out], grid1d(h.size), uniforms(h));
+  return out;
+}
+
+/**
+ * The JumpReLU losses and backward in one pass over the columns. `grad` holds dL/df from the
+ * reconstruction and is overwritten with dL/dh; dL/dlog_threshold is added to `dLogThreshold`.
+ */
+export function jumpReluBackward(
+  h: Tensor,
+  threshold: Tensor,
+  decoderNorms: Tensor,
+  deadMask: Tensor,
+  grad: Tensor,
+  dLogThreshold: Tensor,
+  options: JumpReluLossOptions,
+): JumpReluBackward {
+  const gpu = h.gpu;
+  const cols = h.cols;
+  const colOut = gpu.empty([3, cols]);
+  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "backward", {
+    TANH: options.mode === "tanh" ? 1 : 0,
+    PRE_ACT: options.preActScale === null ? 0 : 1,
+  });
+  const bindings = [h, threshold, decoderNorms, deadMask, grad, dLogThreshold, colOut];
+  gpu.dispatch(kernel, bindings, [groups(cols, 256)], uniforms(h, options));
+  const sums = reduceRows(colOut); // [Σ dn (unused), l0, pre_act]
+  const dNorms = gpu.empty([cols]);
+  const l0Loss = gpu.empty([1]);
+  const preActLoss = gpu.empty([1]);
+  gpu.copy(colOut, dNorms, 0, 0, cols);
+  gpu.copy(sums, l0Loss, 1, 0, 1);
+  gpu.copy(sums, preActLoss, 2, 0, 1);
+  return { dNorms, l0Loss, preActLoss };
+}

@@ -1,0 +1,80 @@
+/**
+ * JumpReLU SAE (SAELens `jumprelu`): f = h·(h > t) with t = exp(log_threshold), trained through
+ * rectangle-kernel pseudo-gradients of bandwidth `jumprelu_bandwidth`. Sparsity loss "step"
+ * (L0, gradient to the threshold only) or "tanh"; optional pre-activation loss on dead latents.
+ */
+import { unary } from "../kernels/elementwise.ts";
+import { jumpReluBackward, jumpReluForward } from "../kernels/jumprelu.ts";
+import type { Architecture } from "./architecture.ts";
+import { copyWeights, encoderDecoderShapes } from "./common.ts";
+import type { StepConfig } from "./step.ts";
+
+export interface JumpReluConfig extends StepConfig {
+  jumprelu_init_threshold: number;
+  jumprelu_bandwidth: number;
+  jumprelu_sparsity_loss_mode: "step" | "tanh";
+  l0_coefficient: number;
+  l0_warm_up_steps: number;
+  pre_act_loss_coefficient: number | null;
+  jumprelu_tanh_scale: number;
+}
+
+const inferenceShapes = (cfg: StepConfig) => ({
+  ...encoderDecoderShapes(cfg),
+  b_enc: [cfg.d_sae],
+});
+
+export const jumprelu: Architecture<JumpReluConfig> = {
+  name: "jumprelu",
+  paramShapes: (cfg) => ({ ...inferenceShapes(cfg), log_threshold: [cfg.d_sae] }),
+  coefficients: (cfg) => ({
+    l0: { value: cfg.l0_coefficient, warmUpSteps: cfg.l0_warm_up_steps },
+  }),
+
+  trainForward(step, cfg) {
+    const { params, batch } = step;
+    const threshold = unary("exp", params.log_threshold);
+    const hiddenPre = step.encodeLinear(params.b_enc);
+    const featureActs = jumpReluForward(hiddenPre, threshold);
+    const { out: saeOut } = step.decode(featureActs);
+    const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
+
+    // dL/df from the reconstruction, turned into dL/dh in place by the fused backward.
+    const grad = step.decoderBackward(featureActs, dOut);
+    const preAct = cfg.pre_act_loss_coefficient;
+    const { dNorms, l0Loss, preActLoss } = jumpReluBackward(
+      hiddenPre,
+      threshold,
+      step.decoderRowNorms,
+      step.input.deadMask,
+      grad,
+      step.grads.log_threshold,
+      {
+        bandwidth: cfg.jumprelu_bandwidth,
+        mode: cfg.jumprelu_sparsity_loss_mode,
+        l0Scale: step.input.coefficients.l0 / batch,
+        tanhScale: cfg.jumprelu_tanh_scale,
+        preActScale: preAct === null ? null : preAct / batch,
+      },
+    );
+    step.losses.l0_loss = l0Loss;
+    if (preAct !== null) step.losses.pre_act_loss = preActLoss;
+    if (cfg.jumprelu_sparsity_loss_mode === "tanh" || preAct !== null) {
+      step.addDecoderNormGrad(dNorms);
+    }
+    step.encoderBackward(grad, "b_enc");
+    const outputs = {
+      hidden_pre: hiddenPre,
+      feature_acts: featureActs,
+      sae_out: saeOut,
+      threshold,
+    };
+    return outputs;
+  },
+
+  toInference: (cfg, params) => {
+    const weights = copyWeights(params, inferenceShapes(cfg));
+    weights.threshold = { data: params.log_threshold.map(Math.exp), shape: [cfg.d_sae] };
+    return { architecture: "jumprelu", weights, config: {} };
+  },
+};
