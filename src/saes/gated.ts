@@ -25,7 +25,16 @@ export const gated: Architecture<GatedConfig> = {
   }),
   coefficients: (cfg) => ({ l1: { value: cfg.l1_coefficient, warmUpSteps: cfg.l1_warm_up_steps } }),
 
-  trainForward(step) {
+  trainForward(step, cfg) {
+    if (
+      cfg.normalize_activations === "constant_norm_rescale" ||
+      cfg.normalize_activations === "layer_norm"
+    ) {
+      // SAELens computes the gated aux losses from the un-normalised input; not reproduced yet.
+      throw new Error(
+        `gated with normalize_activations "${cfg.normalize_activations}" is not supported; use "none" or "expected_average_only_in"`,
+      );
+    }
     const { params, grads, batch } = step;
     const piGate = step.encodeLinear(params.b_gate);
     const magScale = unary("exp", params.r_mag);

@@ -10,12 +10,15 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { reduceAll, reduceCols, reduceRows } from "../kernels/reduce.ts";
+import { normalizeInput, type RunTimeNormalization } from "./normalization.ts";
 
 /** The parts of an SAE config the shared step reads. */
 export interface StepConfig {
   d_in: number;
   d_sae: number;
   apply_b_dec_to_input: boolean;
+  /** SAELens `normalize_activations`; run-time normalisation applies inside the step. */
+  normalize_activations?: string;
 }
 
 /** What a training forward pass reports (SAELens `TrainStepOutput` names). */
@@ -39,8 +42,10 @@ export interface StepInput {
 
 export class TrainStep {
   readonly batch: number;
-  /** x − b_dec (or x when apply_b_dec_to_input is false). */
+  /** norm_in(x) − b_dec (b_dec only when apply_b_dec_to_input). */
   readonly saeIn: Tensor;
+  /** The run-time normalisation of x (identity unless configured). */
+  readonly normalization: RunTimeNormalization;
   /** ‖W_dec[j]‖₂ for each latent, [d_sae]. */
   readonly decoderRowNorms: Tensor;
   /** Gradient of the total loss per parameter, accumulated by the helpers below. */
@@ -58,9 +63,11 @@ export class TrainStep {
     const gpu = input.x.gpu;
     this.batch = input.x.rows;
     for (const [name, p] of Object.entries(params)) this.grads[name] = gpu.zeros(p.shape);
+    this.normalization = normalizeInput(cfg.normalize_activations ?? "none", input.x);
+    const normalized = this.normalization.input;
     this.saeIn = cfg.apply_b_dec_to_input
-      ? binary("sub", input.x, params.b_dec, "perCol")
-      : input.x;
+      ? binary("sub", normalized, params.b_dec, "perCol")
+      : normalized;
     this.decoderRowNorms = unary("sqrt", reduceRows(params.W_dec, "sumSquares"));
     this.decoderNormGrad = gpu.zeros([cfg.d_sae]);
   }
@@ -75,12 +82,15 @@ export class TrainStep {
     return binary("add", pre, bias, "perCol", { out: pre });
   }
 
-  /** acts · W_dec + b_dec, optionally dividing acts by the decoder row norms first. */
+  /**
+   * norm_out(acts · W_dec + b_dec), optionally dividing acts by the decoder row norms first
+   * (SAELens `decode`: the output is in the raw input's space).
+   */
   decode(acts: Tensor, divideByNorms = false): { out: Tensor; decoded: Tensor } {
     const decoded = divideByNorms ? binary("div", acts, this.decoderRowNorms, "perCol") : acts;
     const out = matmul(decoded, this.params.W_dec);
     binary("add", out, this.params.b_dec, "perCol", { out });
-    return { out, decoded };
+    return { out: this.normalization.denormalize?.(out) ?? out, decoded };
   }
 
   /**
@@ -106,13 +116,14 @@ export class TrainStep {
   }
 
   /**
-   * Backward through `out = decoded · W_dec + b_dec`: accumulates W_dec and b_dec gradients and
-   * returns dL/d(decoded).
+   * Backward through `out = norm_out(decoded · W_dec + b_dec)`: accumulates W_dec and b_dec
+   * gradients and returns dL/d(decoded).
    */
   decoderBackward(decoded: Tensor, dOut: Tensor): Tensor {
-    matmul(decoded, dOut, { transA: true, accumulateInto: this.grads.W_dec });
-    binary("add", this.grads.b_dec, reduceCols(dOut), "full", { out: this.grads.b_dec });
-    return matmul(dOut, this.params.W_dec, { transB: true });
+    const dPre = this.normalization.denormalizeBackward?.(dOut) ?? dOut;
+    matmul(decoded, dPre, { transA: true, accumulateInto: this.grads.W_dec });
+    binary("add", this.grads.b_dec, reduceCols(dPre), "full", { out: this.grads.b_dec });
+    return matmul(dPre, this.params.W_dec, { transB: true });
   }
 
   /**

@@ -63,7 +63,10 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
   forwardBackward(x: Tensor, deadMask: Tensor, coefficients: Record<string, number>): StepResult {
     return this.gpu.scope(() => {
       const step = new TrainStep(this.cfg, this.params, { x, deadMask, coefficients });
-      const outputs = this.arch.trainForward(step, this.cfg, this.state);
+      const outputs = {
+        ...step.normalization.outputs,
+        ...this.arch.trainForward(step, this.cfg, this.state),
+      };
       step.finish();
       const fired = unary("greater", reduceCols(unary("abs", outputs.feature_acts)), { alpha: 0 });
       return { outputs, losses: step.losses, total: step.totalLoss(), grads: step.grads, fired };
