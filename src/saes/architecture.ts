@@ -21,6 +21,8 @@ export interface Architecture<C extends StepConfig = StepConfig> {
   readonly name: string;
   /** Trainable parameters and their shapes, SAELens names. */
   paramShapes(cfg: C): Record<string, number[]>;
+  /** Parameters that do not start at zero besides W_enc/W_dec (JumpReLU's log_threshold). */
+  initialParams?(cfg: C): Record<string, Float32Array>;
   /** Non-trained state buffers (BatchTopK's `topk_threshold`) with their initial values. */
   initialState?(cfg: C): Record<string, number>;
   /** Sparsity coefficients by SAELens name. */

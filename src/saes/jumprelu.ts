@@ -27,6 +27,9 @@ const inferenceShapes = (cfg: StepConfig) => ({
 export const jumprelu: Architecture<JumpReluConfig> = {
   name: "jumprelu",
   paramShapes: (cfg) => ({ ...inferenceShapes(cfg), log_threshold: [cfg.d_sae] }),
+  initialParams: (cfg) => ({
+    log_threshold: new Float32Array(cfg.d_sae).fill(Math.log(cfg.jumprelu_init_threshold)),
+  }),
   coefficients: (cfg) => ({
     l0: { value: cfg.l0_coefficient, warmUpSteps: cfg.l0_warm_up_steps },
   }),
