@@ -17,6 +17,7 @@ import { getArchitecture } from "../src/saes/registry.ts";
 import { type StepResult, TrainingSae } from "../src/saes/training_sae.ts";
 import type { StepConfig } from "../src/saes/step.ts";
 import { scaleBatch } from "../src/train/activation_scaler.ts";
+import { featureDensityStats, featurewiseWeightMetrics } from "../src/train/evals.ts";
 import { coefficientAt, learningRates } from "../src/train/schedule.ts";
 import { Comparison, type Tolerance } from "./compare.ts";
 import type { FixtureCase, StoredTensor } from "./fixtures.ts";
@@ -152,6 +153,7 @@ export async function runTwoSteps(k: StepCase, xScale = 1): Promise<TrainingSae>
         outputs.scaling_factor = [xScale];
       }
       compareGroup(cmp, tensors, "output", outputs, tol, f64Tol);
+      if (xScale === 1) compareEvals(k, outputs.feature_acts as Float32Array);
       compareGroup(cmp, tensors, "grad", await readRecord(gpu, result.grads), tol, f64Tol);
     }
     const clip = sae.clip(result.grads);
@@ -182,6 +184,21 @@ export async function runTwoSteps(k: StepCase, xScale = 1): Promise<TrainingSae>
     releaseResult(result);
   }
   return sae;
+}
+
+/**
+ * eval.*: SAELens evals of the pre-step model on input.x, one prompt of all rows (the fixtures'
+ * test double returns the batch as one prompt). SAELens's training-mode encode is what the step
+ * just ran, so its feature_acts are reused.
+ */
+function compareEvals(k: StepCase, featureActs: Float32Array): void {
+  if (!k.tensors.has("eval.feature_density")) return;
+  const rows = featureActs.length / k.cfg.d_sae;
+  const values = {
+    ...featurewiseWeightMetrics(k.hostParams, k.cfg.d_in, k.cfg.d_sae),
+    ...featureDensityStats(featureActs, k.cfg.d_sae, rows),
+  };
+  compareGroup(k.cmp, k.tensors, "eval", values, k.tol, k.f64Tol);
 }
 
 /** The pre-step model converted for inference, and its encode/decode on input.x. */
