@@ -10,6 +10,7 @@ import { Comparison } from "./compare.ts";
 import { type FixtureCase, loadCaseTensors, loadManifest, type StoredTensor } from "./fixtures.ts";
 import { checkNormalizeCase } from "./normalize.ts";
 import { checkStepCase } from "./step.ts";
+import { checkV5StepCase } from "./v5_step.ts";
 
 export interface CaseReport {
   id: string;
@@ -37,6 +38,8 @@ const CHECKERS: Record<string, Checker> = {
   step: async (gpu, c, t) => checkStepCase(await gpu(), c, t),
   schedule: (_gpu, c, t) => Promise.resolve(scheduleComparison(c, t)),
   normalize: async (gpu, c, t) => checkNormalizeCase(await gpu(), c, t),
+  ghost_grads: async (gpu, c, t) => checkV5StepCase(await gpu(), c, t),
+  decoder_norm: async (gpu, c, t) => checkV5StepCase(await gpu(), c, t),
 };
 
 function scheduleComparison(c: FixtureCase, t: Map<string, StoredTensor>): Comparison {

@@ -5,6 +5,7 @@ import { jumprelu } from "./jumprelu.ts";
 import { batchtopk } from "./batchtopk.ts";
 import { matryoshka } from "./matryoshka.ts";
 import { standard } from "./standard.ts";
+import { standardV5 } from "./standard_v5.ts";
 import { topk } from "./topk.ts";
 import type { StepConfig } from "./step.ts";
 
@@ -13,6 +14,7 @@ const ARCHITECTURES: Record<string, Architecture<any>> = {
   gated,
   jumprelu,
   standard,
+  standard_v5: standardV5,
   topk,
   batchtopk,
   matryoshka_batchtopk: matryoshka,
