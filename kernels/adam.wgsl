@@ -1,7 +1,12 @@
 // One Adam step in torch's single-tensor order (torch.optim.Adam, no weight decay):
 //   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  p -= step_size * m / (sqrt(v)/sqrt(bc2) + eps)
 // with step_size = lr / (1 - b1^t) and bc2 = 1 - b2^t computed on the host in float64.
-struct Params { n: u32, _pad: u32, beta1: f32, beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32, _pad2: f32 }
+// 1-beta1 and 1-beta2 also come from the host: f32(1 - f32(0.999)) is 1.3e-5 off torch's
+// f32(0.001), enough to move a 150-step run off SAELens's trajectory.
+struct Params {
+  n: u32, _pad: u32, beta1: f32, beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32,
+  one_minus_beta1: f32, one_minus_beta2: f32, _pad1: f32, _pad2: f32, _pad3: f32,
+}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
@@ -14,8 +19,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = (wid.y * nwg.x + wid.x) * 256u + lid;
   if (i >= p.n) { return; }
   let g = grad[i];
-  let m = exp_avg[i] * p.beta1 + (1.0 - p.beta1) * g;
-  let v = exp_avg_sq[i] * p.beta2 + (1.0 - p.beta2) * g * g;
+  let m = exp_avg[i] * p.beta1 + p.one_minus_beta1 * g;
+  let v = exp_avg_sq[i] * p.beta2 + p.one_minus_beta2 * g * g;
   exp_avg[i] = m;
   exp_avg_sq[i] = v;
   let denom = sqrt(v) / p.bc2_sqrt + p.eps;

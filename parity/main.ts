@@ -11,6 +11,7 @@ import { type FixtureCase, loadCaseTensors, loadManifest, type StoredTensor } fr
 import { checkNormalizeCase } from "./normalize.ts";
 import { checkStepCase } from "./step.ts";
 import { checkV5StepCase } from "./v5_step.ts";
+import { checkTrainCase } from "./train.ts";
 
 export interface CaseReport {
   id: string;
@@ -40,6 +41,7 @@ const CHECKERS: Record<string, Checker> = {
   normalize: async (gpu, c, t) => checkNormalizeCase(await gpu(), c, t),
   ghost_grads: async (gpu, c, t) => checkV5StepCase(await gpu(), c, t),
   decoder_norm: async (gpu, c, t) => checkV5StepCase(await gpu(), c, t),
+  train: async (gpu, c, t) => checkTrainCase(await gpu(), c, t),
 };
 
 function scheduleComparison(c: FixtureCase, t: Map<string, StoredTensor>): Comparison {

@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import type { InferenceSae } from "../saes/architecture.ts";
+import { writeDirectoryAtomic } from "./atomic.ts";
 import { readSafetensors, serializeSafetensors, toFloat32 } from "./safetensors.ts";
 
 export const CFG_FILE = "cfg.json";
@@ -48,36 +49,17 @@ export async function saveSaeDirectory(
     shape: w.shape,
     data: w.data,
   }));
-  const suffix = crypto.randomUUID().slice(0, 8);
-  const temp = `${dir}.tmp-${suffix}`;
-  await Deno.mkdir(temp, { recursive: true });
-  try {
-    await writeSynced(
-      join(temp, CFG_FILE),
-      new TextEncoder().encode(JSON.stringify(cfg, null, 2) + "\n"),
+  const files: Record<string, Uint8Array> = {
+    [CFG_FILE]: new TextEncoder().encode(JSON.stringify(cfg, null, 2) + "\n"),
+    [WEIGHTS_FILE]: serializeSafetensors(weights, { format: "pt" }),
+  };
+  if (logFeatureSparsity) {
+    files[SPARSITY_FILE] = serializeSafetensors(
+      [{ name: "sparsity", dtype: "float32", shape: [base.d_sae], data: logFeatureSparsity }],
+      { format: "pt" },
     );
-    await writeSynced(join(temp, WEIGHTS_FILE), serializeSafetensors(weights, { format: "pt" }));
-    if (logFeatureSparsity) {
-      const sparsity = [{
-        name: "sparsity",
-        dtype: "float32" as const,
-        shape: [base.d_sae],
-        data: logFeatureSparsity,
-      }];
-      await writeSynced(
-        join(temp, SPARSITY_FILE),
-        serializeSafetensors(sparsity, { format: "pt" }),
-      );
-    }
-    const old = `${dir}.old-${suffix}`;
-    const hadOld = await exists(dir);
-    if (hadOld) await Deno.rename(dir, old);
-    await Deno.rename(temp, dir);
-    if (hadOld) await Deno.remove(old, { recursive: true });
-  } catch (e) {
-    await Deno.remove(temp, { recursive: true }).catch(() => {});
-    throw e;
   }
+  await writeDirectoryAtomic(dir, files);
 }
 
 /** Reads an SAE directory (ours or SAELens's) into an inference SAE plus its config. */
@@ -116,24 +98,4 @@ export async function loadSaeDirectory(
     if (key in cfg) config[key] = cfg[key];
   }
   return { sae: { architecture, weights, config }, cfg };
-}
-
-async function writeSynced(path: string, bytes: Uint8Array): Promise<void> {
-  const file = await Deno.open(path, { write: true, create: true, truncate: true });
-  try {
-    let written = 0;
-    while (written < bytes.length) written += await file.write(bytes.subarray(written));
-    await file.sync();
-  } finally {
-    file.close();
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

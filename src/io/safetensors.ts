@@ -7,6 +7,8 @@
  */
 
 /** Element type names; each maps 1:1 to a safetensors dtype code (F32, BF16, ...). */
+import { writeFileAtomic } from "./atomic.ts";
+
 export type DType =
   | "float32"
   | "float64"
@@ -286,19 +288,9 @@ export async function writeSafetensorsAtomic(
   metadata?: Record<string, string>,
 ): Promise<void> {
   const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
   try {
-    const f = await Deno.open(tmp, { write: true, createNew: true });
-    try {
-      let n = 0;
-      while (n < bytes.byteLength) n += await f.write(bytes.subarray(n));
-      await f.sync(); // data must be durable before the rename publishes it
-    } finally {
-      f.close();
-    }
-    await Deno.rename(tmp, path);
+    await writeFileAtomic(path, bytes);
   } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
     throw new SafetensorsError(`${path}: write failed (${(e as Error).message})`);
   }
 }

@@ -63,7 +63,7 @@ export class Adam {
         kernel,
         [p, grads[name], this.expAvg[name], this.expAvgSq[name]],
         grid1d(p.size),
-        params([p.size, 0], [beta1, beta2, stepSize, bc2Sqrt, eps, 0]),
+        params([p.size, 0], [beta1, beta2, stepSize, bc2Sqrt, eps, 1 - beta1, 1 - beta2, 0, 0, 0]),
       );
     }
   }

@@ -1,0 +1,92 @@
+/**
+ * The `deno task train` config file: SAELens's own `sae` and `trainer` sections, the data source,
+ * and run options. Unknown fields are errors that name the field.
+ */
+import { z } from "zod";
+import {
+  ConfigError,
+  flag,
+  nonNegativeInt,
+  parseOrThrow,
+  positiveInt,
+  positiveNumber,
+} from "./errors.ts";
+import { parseSaeConfig, type SaeConfig } from "./sae.ts";
+import { parseTrainerConfig, type TrainerConfig } from "./trainer.ts";
+
+/** The embedded synthetic source (sparse combinations of a seeded ground-truth dictionary). */
+const SyntheticSourceSchema = z.strictObject({
+  source: z.literal("synthetic"),
+  /** Ground-truth features in the dictionary. */
+  n_features: positiveInt().default(512),
+  /** Firing probability of the most frequent feature. */
+  p_max: z.number().gt(0).lte(1).default(0.2),
+  /** Feature j fires with p_max / (j+1)^zipf_exponent. */
+  zipf_exponent: z.number().min(0).default(0.8),
+  /** Magnitudes are uniform in [magnitude_min, magnitude_max). */
+  magnitude_min: positiveNumber().default(0.5),
+  magnitude_max: positiveNumber().default(2),
+  /** Standard deviation of Gaussian noise added to every activation. */
+  noise: z.number().min(0).default(0.02),
+  /** Scale of the constant offset added to every activation. */
+  offset_scale: z.number().min(0).default(0.3),
+  /** Seed of the dictionary and of the batch stream. */
+  seed: nonNegativeInt().default(0),
+});
+
+const RunSchema = z.strictObject({
+  /** SAELens `TrainingSAEConfig` fields (architecture, d_in, d_sae, k, l1_coefficient, ...). */
+  sae: z.record(z.string(), z.unknown()),
+  /** SAELens `SAETrainerConfig` fields (lr, total_training_samples, train_batch_size_samples, ...). */
+  trainer: z.record(z.string(), z.unknown()),
+  /** Where activations come from. */
+  data: z.discriminatedUnion("source", [SyntheticSourceSchema]),
+  /** Seed of the SAE initialisation. */
+  seed: nonNegativeInt().default(0),
+  /** Read metrics back and log every this many steps (each read costs one GPU sync). */
+  log_every: positiveInt().default(50),
+  /** Write a checkpoint every this many steps (0: only at the end). */
+  checkpoint_every: nonNegativeInt().default(0),
+  /** Batches used to estimate the expected_average_only_in factor (SAELens uses 1000). */
+  n_batches_for_norm_estimate: positiveInt().default(1000),
+  /** Save the final SAE in SAELens's format. */
+  save_final: flag().default(true),
+});
+
+export type SyntheticSourceConfig = z.output<typeof SyntheticSourceSchema>;
+
+export interface RunConfig extends Omit<z.output<typeof RunSchema>, "sae" | "trainer"> {
+  sae: SaeConfig;
+  trainer: TrainerConfig;
+}
+
+/** Validates a whole run config; every error names `source` and the field. */
+export function parseRunConfig(obj: unknown, source = "config"): RunConfig {
+  const run = parseOrThrow(RunSchema, obj, source);
+  const sae = parseSaeConfig(run.sae, `${source}.sae`);
+  const trainer = parseTrainerConfig(run.trainer, `${source}.trainer`);
+  if (run.data.source === "synthetic" && run.data.magnitude_max < run.data.magnitude_min) {
+    throw new ConfigError([`${source}.data.magnitude_max: must be >= magnitude_min`]);
+  }
+  return { ...run, sae, trainer };
+}
+
+/** The config `deno task train` uses without --config: a TopK SAE on the synthetic source. */
+export const DEFAULT_RUN = {
+  sae: { architecture: "topk", d_in: 64, d_sae: 1024, k: 16 },
+  trainer: {
+    lr: 4e-4,
+    lr_warm_up_steps: 50,
+    lr_decay_steps: 300,
+    total_training_samples: 1024 * 1500,
+    train_batch_size_samples: 1024,
+    dead_feature_window: 250,
+    feature_sampling_window: 500,
+    logger: { log_to_wandb: false },
+  },
+  data: { source: "synthetic", n_features: 512 },
+  seed: 0,
+  log_every: 50,
+  checkpoint_every: 500,
+  n_batches_for_norm_estimate: 100,
+};

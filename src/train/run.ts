@@ -1,0 +1,162 @@
+/**
+ * A whole training run: data source → (activation scaling) → Trainer steps → logs, checkpoints
+ * and the final SAE in SAELens's layout. `deno task train` is a thin CLI over `runTraining`.
+ */
+import { join } from "node:path";
+import type { RunConfig } from "../config/run.ts";
+import { dictionaryRecovery, SyntheticSource } from "../data/synthetic.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { saveSaeDirectory } from "../io/saelens_format.ts";
+import { initializeParams } from "../saes/init.ts";
+import { getArchitecture } from "../saes/registry.ts";
+import type { StepConfig } from "../saes/step.ts";
+import { TrainingSae } from "../saes/training_sae.ts";
+import { estimateScalingFactor, foldScalingFactor, scaleBatch } from "./activation_scaler.ts";
+import { loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import type { TrainStepMetrics } from "./metrics.ts";
+import { Trainer } from "./trainer.ts";
+
+export interface RunOptions {
+  /** Output directory: metrics.jsonl, checkpoints/, sae/. */
+  outDir: string;
+  /** Continue from the newest checkpoint in outDir/checkpoints. */
+  resume?: boolean;
+  /** Stop after this many steps in total (the rest of the run can be resumed). */
+  stopAfterSteps?: number;
+  /** Called with each logged step's metrics and the measured throughput. */
+  onLog?(
+    metrics: TrainStepMetrics,
+    progress: { tokensPerSecond: number; totalSteps: number },
+  ): void;
+}
+
+export interface RunResult {
+  steps: number;
+  /** Final parameters (before any folding), SAELens names. */
+  params: Record<string, Float32Array>;
+  saeDir?: string;
+  /** Mean best cosine of the synthetic source's true features with decoder rows. */
+  dictionaryRecovery: number;
+  tokensPerSecond: number;
+}
+
+/** Rejects non-finite activations, naming the step and position. */
+export function assertFinite(batch: Float32Array, dIn: number, step: number): void {
+  for (let i = 0; i < batch.length; i++) {
+    if (!Number.isFinite(batch[i])) {
+      throw new Error(
+        `activation batch for step ${step} has ${batch[i]} at row ${Math.floor(i / dIn)}, column ${
+          i % dIn
+        }; ` +
+          "fix the activation source (NaN/Inf would corrupt the SAE)",
+      );
+    }
+  }
+}
+
+export async function runTraining(
+  gpu: Gpu,
+  config: RunConfig,
+  options: RunOptions,
+): Promise<RunResult> {
+  const cfg = config.sae as unknown as StepConfig & { decoder_init_norm?: number | null };
+  const arch = getArchitecture(config.sae.architecture);
+  const batchSize = config.trainer.train_batch_size_samples;
+  const source = new SyntheticSource({ ...config.data, d_in: cfg.d_in });
+  const checkpointDir = join(options.outDir, "checkpoints");
+  await Deno.mkdir(options.outDir, { recursive: true });
+  await Deno.writeTextFile(
+    join(options.outDir, "run.json"),
+    JSON.stringify(config, null, 2) + "\n",
+  );
+
+  const sae = TrainingSae.fromHost(gpu, arch, cfg, initializeParams(arch, cfg, config.seed), {}, {
+    beta1: config.trainer.adam_beta1,
+    beta2: config.trainer.adam_beta2,
+  });
+  const trainer = new Trainer(sae, config.trainer);
+  let scalingFactor = 1;
+  if (options.resume) {
+    const meta = await loadLatestCheckpoint(checkpointDir, sae, trainer);
+    source.rng.state = meta.dataState;
+    scalingFactor = meta.scalingFactor;
+  } else if (config.sae.normalize_activations === "expected_average_only_in") {
+    // SAELens's fit() consumes these batches from the same stream before training.
+    const batches = Array.from(
+      { length: config.n_batches_for_norm_estimate },
+      () => source.nextBatch(batchSize),
+    );
+    scalingFactor = estimateScalingFactor(batches, cfg.d_in);
+  }
+
+  const x = gpu.keep(gpu.empty([batchSize, cfg.d_in]));
+  const metricsFile = await Deno.open(join(options.outDir, "metrics.jsonl"), {
+    append: true,
+    create: true,
+  });
+  const encoder = new TextEncoder();
+  const startStep = trainer.nTrainingSteps;
+  const start = performance.now();
+  const lastStep = Math.min(trainer.totalSteps, options.stopAfterSteps ?? Infinity);
+  let tokensPerSecond = 0;
+  try {
+    while (!trainer.done && trainer.nTrainingSteps < lastStep) {
+      const step = trainer.nTrainingSteps;
+      const batch = source.nextBatch(batchSize);
+      assertFinite(batch, cfg.d_in, step);
+      if (scalingFactor !== 1) scaleBatch(batch, scalingFactor);
+      gpu.write(x, batch);
+      const log = (step + 1) % config.log_every === 0 || step + 1 === lastStep;
+      trainer.step(x, { log });
+      tokensPerSecond = ((step + 1 - startStep) * batchSize) / ((performance.now() - start) / 1000);
+      if (log) {
+        for (const m of await trainer.readMetrics()) {
+          await metricsFile.write(
+            encoder.encode(JSON.stringify({ ...m, tokens_per_s: tokensPerSecond }) + "\n"),
+          );
+          options.onLog?.(m, { tokensPerSecond, totalSteps: trainer.totalSteps });
+        }
+      }
+      const done = step + 1;
+      if (
+        config.checkpoint_every > 0 && done % config.checkpoint_every === 0 &&
+        done < trainer.totalSteps
+      ) {
+        await saveCheckpoint(checkpointDir, sae, trainer, {
+          dataState: source.rng.state,
+          scalingFactor,
+        });
+      }
+    }
+  } finally {
+    metricsFile.close();
+  }
+  const params = await sae.readParams();
+  const result: RunResult = {
+    steps: trainer.nTrainingSteps,
+    params,
+    dictionaryRecovery: dictionaryRecovery(source.trueFeatures, params.W_dec, cfg.d_in),
+    tokensPerSecond,
+  };
+  if (trainer.done && config.save_final) {
+    // SAELens folds the activation scale into the weights when it saves.
+    const folded = scalingFactor === 1 ? params : foldScalingFactor(params, scalingFactor);
+    const sparsity = (await trainer.featureSparsity()).map((s) => Math.log10(s + 1e-10));
+    result.saeDir = join(options.outDir, "sae");
+    // After folding, the saved SAE takes raw activations: its normalisation is "none".
+    const normalize = scalingFactor === 1 ? cfg.normalize_activations ?? "none" : "none";
+    const savedCfg = { ...cfg, normalize_activations: normalize };
+    const inference = arch.toInference(savedCfg, folded, await sae.readState());
+    await saveSaeDirectory(result.saeDir, inference, {
+      ...savedCfg,
+      normalize_activations: normalize,
+    }, sparsity);
+  } else if (!trainer.done) {
+    await saveCheckpoint(checkpointDir, sae, trainer, {
+      dataState: source.rng.state,
+      scalingFactor,
+    });
+  }
+  trainer.dispose();
+  return result;
+}
