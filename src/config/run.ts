@@ -63,7 +63,11 @@ export interface RunConfig extends Omit<z.output<typeof RunSchema>, "sae" | "tra
 /** Validates a whole run config; every error names `source` and the field. */
 export function parseRunConfig(obj: unknown, source = "config"): RunConfig {
   const run = parseOrThrow(RunSchema, obj, source);
-  const sae = parseSaeConfig(run.sae, `${source}.sae`);
+  // What SAELens only warns about (widths not ending at d_sae, a single Matryoshka level) is an
+  // error here: a training config should say exactly what it trains.
+  const sae = parseSaeConfig(run.sae, `${source}.sae`, (warning) => {
+    throw new ConfigError([warning.replace(/; appending .*$/, "; make d_sae the last width")]);
+  });
   const trainer = parseTrainerConfig(run.trainer, `${source}.trainer`);
   if (run.data.source === "synthetic" && run.data.magnitude_max < run.data.magnitude_min) {
     throw new ConfigError([`${source}.data.magnitude_max: must be >= magnitude_min`]);
