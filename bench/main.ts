@@ -1,0 +1,119 @@
+/**
+ * `deno task bench [--quick] [--arch A,B] [--batch N] [--d-in N] [--d-sae N] [--k N]
+ * [--steps N] [--json FILE] [--md FILE]`: GEMM GFLOP/s in the three training layouts and
+ * train-step tokens/s per architecture; writes a Markdown report and a JSON file.
+ */
+import { parseArgs } from "node:util";
+import { Gpu } from "../src/gpu/device.ts";
+import { architectureNames } from "../src/saes/registry.ts";
+import { benchGemm, type GemmResult } from "./gemm.ts";
+import { benchTrainStep, type TrainStepResult } from "./train_step.ts";
+
+/** SAELens's reference shape (issue #5) and a CI-sized one. */
+const FULL = {
+  batch: 1024,
+  d_in: 768,
+  d_sae: 12288,
+  k: 64,
+  steps: 3,
+  gemm: { M: 4096, K: 768, N: 12288 },
+};
+const QUICK = {
+  batch: 256,
+  d_in: 128,
+  d_sae: 1024,
+  k: 16,
+  steps: 10,
+  gemm: { M: 1024, K: 256, N: 2048 },
+};
+const TRAINED = architectureNames().filter((a) => a !== "standard_v5");
+
+function markdown(
+  adapter: string,
+  gemm: GemmResult[],
+  steps: TrainStepResult[],
+  quick: boolean,
+): string {
+  const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+  return [
+    `# webgpu-sae benchmark${quick ? " (quick)" : ""}`,
+    "",
+    `- Adapter: ${adapter}`,
+    `- Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} CPU threads, ${
+      new Date().toISOString()
+    }`,
+    "",
+    "## GEMM",
+    "",
+    "| layout | M | N | K | GFLOP/s | ms |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ...gemm.map((g) =>
+      `| ${g.layout} | ${g.M} | ${g.N} | ${g.K} | ${g.gflops.toFixed(1)} | ${g.ms.toFixed(1)} |`
+    ),
+    "",
+    "## Train step (forward, losses, backward, bookkeeping, clip, Adam)",
+    "",
+    "| architecture | batch | d_in | d_sae | k | tokens/s | ms/step | peak GPU buffers (MiB) |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...steps.map((s) =>
+      `| ${s.arch} | ${s.batch} | ${s.d_in} | ${s.d_sae} | ${s.k} | ${
+        Math.round(s.tokens_per_s)
+      } | ${s.ms_per_step.toFixed(1)} | ${mib(s.peak_buffer_bytes)} |`
+    ),
+    "",
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      arch: { type: "string" },
+      batch: { type: "string" },
+      "d-in": { type: "string" },
+      "d-sae": { type: "string" },
+      k: { type: "string" },
+      steps: { type: "string" },
+      json: { type: "string", default: "bench/report.json" },
+      md: { type: "string", default: "bench/report.md" },
+    },
+  });
+  const preset = values.quick ? QUICK : FULL;
+  const num = (v: string | undefined, fallback: number) => (v === undefined ? fallback : Number(v));
+  const shape = {
+    batch: num(values.batch, preset.batch),
+    d_in: num(values["d-in"], preset.d_in),
+    d_sae: num(values["d-sae"], preset.d_sae),
+    k: num(values.k, preset.k),
+    steps: num(values.steps, preset.steps),
+  };
+  const archs = values.arch ? values.arch.split(",") : TRAINED;
+  const gpu = await Gpu.acquire();
+  console.error(`adapter: ${gpu.describe()}`);
+  const gemm = await benchGemm(gpu, { ...preset.gemm, repeats: values.quick ? 3 : 2 });
+  for (const g of gemm) {
+    console.error(`gemm ${g.layout} ${g.M}x${g.N}x${g.K}: ${g.gflops.toFixed(1)} GFLOP/s`);
+  }
+  const trainSteps: TrainStepResult[] = [];
+  for (const arch of archs) {
+    const result = await benchTrainStep(gpu, { arch, ...shape });
+    console.error(
+      `${arch}: ${Math.round(result.tokens_per_s)} tokens/s (${
+        result.ms_per_step.toFixed(1)
+      } ms/step)`,
+    );
+    trainSteps.push(result);
+  }
+  const report = markdown(gpu.describe(), gemm, trainSteps, values.quick!);
+  await Deno.writeTextFile(values.md!, report);
+  await Deno.writeTextFile(
+    values.json!,
+    JSON.stringify(
+      { adapter: gpu.describe(), quick: values.quick, gemm, train_steps: trainSteps },
+      null,
+      2,
+    ) + "\n",
+  );
+  console.log(report);
+}
