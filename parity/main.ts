@@ -21,7 +21,7 @@ export interface CaseReport {
   compared: string[];
   worst: { tensor: string; abs: number; rel: number };
   error?: string;
-  /** Stored outputs this implementation does not compute yet (inputs excluded). */
+  /** Stored results not compared: not computed yet, or not comparable per the manifest (inputs excluded). */
   not_compared: string[];
   seconds: number;
 }
@@ -132,7 +132,8 @@ function formatTable(reports: CaseReport[]): string {
   }
   const passed = reports.filter((r) => r.passed).length;
   lines.push(
-    `skipped = stored results not computed yet (see --json not_compared); worst = largest |a-e|/(atol+rtol|e|)`,
+    `skipped = stored results not compared: not computed yet, or not comparable per the manifest (e.g. final.* when tolerance.final.applies is false); names in --json not_compared`,
+    `worst = the element with the largest |a-e|/(atol+rtol|e|)`,
     `parity: ${passed} passed, ${reports.length - passed} failed`,
   );
   return lines.join("\n");

@@ -4,12 +4,28 @@
  * the per-step traces, then (when `tolerance.final.applies`) the final parameters, counters,
  * held-out forward, inference conversion and evals; otherwise the `end_of_run` aggregates.
  * Every stored tensor outside `init.*`/`data.*` is compared or reported as not produced.
+ *
+ * SAELens 5.11 cases (a v5 `SAETrainer.fit()` of a standard TrainingSAE) run the `standard_v5`
+ * architecture under the trainer config equivalent to the 5.11 runner config. v5's
+ * `_build_train_step_log_dict` defines l0, both explained variances, dead_features and
+ * mean_passes_since_fired as 6.18 does, and the fixture's loss traces are the raw
+ * `TrainStepOutput.losses` (ghost_grad_loss included), so the traces compare as in 6.18. Only
+ * the held-out log differs: v5's is an eval-mode forward of the final model without a dead mask,
+ * so it neither re-normalises the decoder nor adds the ghost-grad loss. v5 names its counters
+ * after tokens (`n_training_tokens`, `n_frac_active_tokens`) and logs `raw_l1_loss`.
  */
-import { parseSaeConfig } from "../src/config/sae.ts";
-import { parseTrainerConfig } from "../src/config/trainer.ts";
+import { parseSaeConfig, parseV5SaeConfig } from "../src/config/sae.ts";
+import {
+  parseTrainerConfig,
+  parseV5RunnerConfig,
+  type TrainerConfig,
+  v5TrainerConfig,
+} from "../src/config/trainer.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { InferenceModel } from "../src/saes/inference.ts";
+import type { Architecture } from "../src/saes/architecture.ts";
 import { getArchitecture } from "../src/saes/registry.ts";
+import { standardV5Config } from "../src/saes/standard_v5.ts";
 import type { StepConfig } from "../src/saes/step.ts";
 import { TrainingSae } from "../src/saes/training_sae.ts";
 import {
@@ -77,18 +93,51 @@ function traceValue(m: TrainStepMetrics, name: string): number | undefined {
   return typeof value === "number" ? value : undefined;
 }
 
+/** What a train case runs: the architecture, its config and the trainer config. */
+interface TrainSetup {
+  arch: Architecture<StepConfig>;
+  cfg: StepConfig;
+  trainerCfg: TrainerConfig;
+  /** The held-out forward: its config and whether it sees the final dead mask. */
+  heldout: { cfg: StepConfig; deadMask: boolean };
+}
+
+function setup(c: FixtureCase): TrainSetup {
+  if (c.saelens_version.startsWith("5.")) {
+    const runner = parseV5RunnerConfig(c.config.runner, `${c.id} config.runner`);
+    const cfg = standardV5Config(parseV5SaeConfig(c.config.sae, `${c.id} config.sae`), {
+      l1_warm_up_steps: runner.l1_warm_up_steps,
+    });
+    return {
+      arch: getArchitecture("standard_v5"),
+      cfg: cfg as StepConfig,
+      trainerCfg: v5TrainerConfig(runner, `${c.id} config.runner`),
+      // Eval mode: no decoder re-normalisation (the trainer does that), no ghost grads.
+      heldout: {
+        cfg: { ...cfg, normalize_sae_decoder: false, use_ghost_grads: false } as StepConfig,
+        deadMask: false,
+      },
+    };
+  }
+  const cfg = parseSaeConfig(c.config.sae, `${c.id} config.sae`, () => {}) as unknown as StepConfig;
+  return {
+    arch: getArchitecture(c.architecture ?? ""),
+    cfg,
+    trainerCfg: parseTrainerConfig(c.config.trainer, `${c.id} config.trainer`),
+    heldout: { cfg, deadMask: true },
+  };
+}
+
 /** Runs one train case and compares it. */
 export async function checkTrainCase(
   gpu: Gpu,
   c: FixtureCase,
   tensors: Tensors,
 ): Promise<Comparison> {
-  if (c.saelens_version.startsWith("5.")) throw new Error("v5 ghost grads not implemented");
   const cmp = new Comparison();
   const tol = tolerances(c);
-  const cfg = parseSaeConfig(c.config.sae, `${c.id} config.sae`, () => {}) as unknown as StepConfig;
-  const trainerCfg = parseTrainerConfig(c.config.trainer, `${c.id} config.trainer`);
-  const arch = getArchitecture(c.architecture ?? "");
+  const run = setup(c);
+  const { arch, cfg, trainerCfg } = run;
   const betas = { beta1: trainerCfg.adam_beta1, beta2: trainerCfg.adam_beta2 };
 
   // init.* holds the parameters and any state buffer (topk_threshold).
@@ -116,7 +165,7 @@ export async function checkTrainCase(
   const metrics = await trainer.readMetrics();
   compareTraces(cmp, tensors, metrics, tol);
 
-  const finals = await finalValues(gpu, c, tensors, trainer, metrics);
+  const finals = await finalValues(gpu, c, tensors, trainer, metrics, run.heldout);
   if (tol.final.applies) compareFinal(cmp, c, tensors, finals, tol);
   else compareEndOfRun(cmp, c, finals, metrics, tol);
   trainer.dispose();
@@ -160,6 +209,7 @@ async function finalValues(
   tensors: Tensors,
   trainer: Trainer,
   metrics: TrainStepMetrics[],
+  heldout: TrainSetup["heldout"],
 ): Promise<FinalValues> {
   const out: FinalValues = { values: {}, scalars: {} };
   const { sae } = trainer;
@@ -167,7 +217,7 @@ async function finalValues(
   const state = await sae.readState();
   await trainedValues(trainer, params, state, metrics, out);
   const evalData = evalRows(c, tensors, sae.cfg.d_in);
-  await heldoutValues(trainer, params, state, evalData, out);
+  await heldoutValues(trainer, heldout, params, state, evalData, out);
   const inference = sae.arch.toInference(sae.cfg, params, state);
   for (const [n, w] of Object.entries(inference.weights)) out.values[`inference.${n}`] = w.data;
   await inferenceValues(
@@ -217,6 +267,11 @@ async function trainedValues(
     "final.n_frac_active_samples": trainer.nFracActiveSamples,
     "final.n_training_steps": trainer.nTrainingSteps,
     "final.n_training_samples": trainer.nTrainingSamples,
+    // v5 names (one token per row).
+    "final.n_frac_active_tokens": trainer.nFracActiveSamples,
+    "final.n_training_tokens": trainer.nTrainingSamples,
+    "final.steps_with_dead_features_in_forward": metrics.filter((m) => m.dead_features_used > 0)
+      .length,
     "final.mean_log10_feature_sparsity": logSparsity.reduce((a, b) => a + b, 0) /
       logSparsity.length,
     "final.below_1e-5": sparsity.filter((s) => s < 1e-5).length,
@@ -252,22 +307,25 @@ function evalRows(c: FixtureCase, tensors: Tensors, dIn: number): EvalRows {
  * The held-out training log (`expected.final_heldout_train_log`, `final.heldout_sae_out`) and
  * `sae_lens.evals` (`expected.final_eval`, `eval.*`), from training-mode forwards of a copy of
  * the trained model (so BatchTopK's threshold update leaves the original alone). The copy gets
- * the final dead mask and coefficients.
+ * the final coefficients and, where the case's held-out forward had one (6.18), the final dead
+ * mask; its config is the held-out one (v5's eval-mode forward).
  */
 async function heldoutValues(
   trainer: Trainer,
+  heldout: TrainSetup["heldout"],
   params: Record<string, Float32Array>,
   state: Record<string, number>,
   rows: EvalRows,
   out: FinalValues,
 ): Promise<void> {
   const { gpu, sae } = trainer;
-  const cfg = sae.cfg;
+  const cfg = heldout.cfg;
   const copy = TrainingSae.fromHost(gpu, sae.arch, cfg, params, state, { beta1: 0, beta2: 0 });
   const coefficients = trainer.coefficientsAt(trainer.nTrainingSteps);
+  const deadMask = heldout.deadMask ? trainer.counters.deadMask : gpu.zeros([cfg.d_sae]);
   const forward = async (data: Float32Array) => {
     const x = gpu.upload(data, [data.length / cfg.d_in, cfg.d_in]);
-    const result = copy.forwardBackward(x, trainer.counters.deadMask, coefficients);
+    const result = copy.forwardBackward(x, deadMask, coefficients);
     const log = gpu.empty([LOG_STATISTICS.length]);
     const { sae_out: saeOut, feature_acts: featureActs } = result.outputs;
     recordLogStatistics({ x, saeOut, featureActs, counters: trainer.counters }, log, 0);
@@ -286,11 +344,14 @@ async function heldoutValues(
     return { batch, scalars };
   };
 
-  const heldout = await forward(rows.all);
-  out.values["final.heldout_sae_out"] = heldout.batch.saeOut;
-  for (const [n, v] of Object.entries(heldout.scalars)) {
+  const whole = await forward(rows.all);
+  out.values["final.heldout_sae_out"] = whole.batch.saeOut;
+  for (const [n, v] of Object.entries(whole.scalars)) {
     out.scalars[`final_heldout_train_log.${n}`] = v;
   }
+  // v5's log: the l1 term with the final coefficient as `raw_l1_loss`.
+  const l1 = whole.scalars.l1_loss;
+  if (l1 !== undefined) out.scalars["final_heldout_train_log.raw_l1_loss"] = l1;
 
   const batches: EvalBatch[] = [];
   for (const data of rows.batches) batches.push((await forward(data)).batch);
@@ -344,6 +405,9 @@ const EXACT_SCALARS = new Set([
   "final.n_frac_active_samples",
   "final.n_training_steps",
   "final.n_training_samples",
+  "final.n_frac_active_tokens",
+  "final.n_training_tokens",
+  "final.steps_with_dead_features_in_forward",
   "final.below_1e-5",
   "final.below_1e-6",
 ]);
@@ -377,7 +441,20 @@ function compareFinal(
   }
 }
 
-/** The aggregate bounds used when a run's trajectory is not expected to match element-wise. */
+/** Counters that do not depend on the trajectory, compared exactly in every run. */
+const COUNTERS = [
+  "n_training_steps",
+  "n_training_samples",
+  "n_training_tokens",
+  "n_frac_active_samples",
+  "n_frac_active_tokens",
+];
+
+/**
+ * The aggregate bounds used when a run's trajectory is not expected to match element-wise, and
+ * the trajectory-independent counters. The explained variance is `sae_lens.evals`'s
+ * (`expected.final_eval`) where the case has it, else the held-out training log's (v5).
+ */
 function compareEndOfRun(
   cmp: Comparison,
   c: FixtureCase,
@@ -386,7 +463,7 @@ function compareEndOfRun(
   tol: TrainTolerances,
 ): void {
   const expected = obj(c.expected);
-  const fin = obj(expected.final), evals = obj(expected.final_eval);
+  const fin = obj(expected.final);
   const bounds = tol.endOfRun;
   const relative = (name: string, got: number, want: number, bound: number) =>
     cmp.check(name, [got], [want], { rtol: bound, atol: 0 });
@@ -403,15 +480,23 @@ function compareEndOfRun(
     fin.mean_l0_last10 as number,
     bounds.mean_l0_last10_rel,
   );
+  const [evSource, evKey] = "final_eval" in expected
+    ? ["final_eval", "reconstruction_quality.explained_variance"]
+    : ["final_heldout_train_log", "explained_variance"];
   cmp.check(
-    "end_of_run.final_eval_explained_variance",
-    [s["final_eval.reconstruction_quality.explained_variance"]],
-    [evals["reconstruction_quality.explained_variance"] as number],
+    `end_of_run.${evSource}.explained_variance`,
+    [s[`${evSource}.${evKey}`]],
+    [obj(expected[evSource])[evKey] as number],
     { rtol: 0, atol: bounds.final_eval_explained_variance_abs },
   );
   cmp.check("end_of_run.dead_pct", [s["final.dead_pct"]], [fin.dead_pct as number], {
     rtol: 0,
     atol: bounds.dead_pct_abs,
   });
+  for (const name of COUNTERS) {
+    if (name in fin) {
+      cmp.check(`expected.final.${name}`, [s[`final.${name}`]], [fin[name] as number], EXACT);
+    }
+  }
   if (metrics.length === 0) cmp.fail("no steps were run");
 }

@@ -7,13 +7,7 @@
  * which we reproduce with the architecture's "after_step" and "before_step" modes.
  */
 import { parseV5SaeConfig } from "../src/config/sae.ts";
-import {
-  parseTrainerConfig,
-  parseV5RunnerConfig,
-  totalTrainingSteps,
-  type TrainerConfig,
-  type V5RunnerConfig,
-} from "../src/config/trainer.ts";
+import { parseV5RunnerConfig, totalTrainingSteps, v5TrainerConfig } from "../src/config/trainer.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { getArchitecture } from "../src/saes/registry.ts";
 import { type DecoderGradProjection, standardV5Config } from "../src/saes/standard_v5.ts";
@@ -23,27 +17,6 @@ import { coefficientAt, learningRates } from "../src/train/schedule.ts";
 import { Comparison, type Tolerance } from "./compare.ts";
 import type { FixtureCase } from "./fixtures.ts";
 import { compareGroup, f32, group, runTwoSteps, type StepCase, type Tensors } from "./step.ts";
-
-/**
- * The v6 trainer fields equivalent to a 5.11 runner config (v5 counts tokens where v6 counts
- * samples; everything else keeps its name). Adam beta1 keeps v5's default of 0.
- */
-export function v5TrainerConfig(runner: V5RunnerConfig, source = "config.runner"): TrainerConfig {
-  return parseTrainerConfig({
-    total_training_samples: runner.training_tokens,
-    train_batch_size_samples: runner.train_batch_size_tokens,
-    lr: runner.lr,
-    lr_end: runner.lr_end,
-    lr_scheduler_name: runner.lr_scheduler_name,
-    lr_warm_up_steps: runner.lr_warm_up_steps,
-    lr_decay_steps: runner.lr_decay_steps,
-    n_restart_cycles: runner.n_restart_cycles,
-    adam_beta1: runner.adam_beta1,
-    adam_beta2: runner.adam_beta2,
-    dead_feature_window: runner.dead_feature_window,
-    feature_sampling_window: runner.feature_sampling_window,
-  }, source);
-}
 
 /** A v5 step case with the `standard_v5` architecture and its projection mode. */
 function setupV5Case(

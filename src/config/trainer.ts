@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import {
+  ConfigError,
   flag,
   nonNegativeInt,
   nonNegativeNumber,
@@ -359,4 +360,33 @@ export type V5RunnerConfig = z.output<typeof V5RunnerConfigSchema>;
 /** Parses a SAELens 5.x `LanguageModelSAERunnerConfig.to_dict()` (`config.runner` of 5.11 cases). */
 export function parseV5RunnerConfig(obj: unknown, source = "config.runner"): V5RunnerConfig {
   return parseOrThrow(V5RunnerConfigSchema, obj, source, FIXES);
+}
+
+/**
+ * The v6 trainer fields equivalent to a 5.11 runner config: v5 counts tokens where v6 counts
+ * samples (total = training_tokens + finetuning_tokens, as v5's `total_training_tokens`);
+ * everything else keeps its name. Adam beta1 keeps v5's default of 0. v5 fine-tuning (a
+ * `finetuning_method` that freezes parameters after training_tokens) is refused.
+ */
+export function v5TrainerConfig(runner: V5RunnerConfig, source = "config.runner"): TrainerConfig {
+  if (runner.finetuning_method !== null && runner.finetuning_tokens > 0) {
+    throw new ConfigError([
+      `${source}.finetuning_method: "${runner.finetuning_method}" is not supported ` +
+      `(fix: set finetuning_tokens to 0 or finetuning_method to null)`,
+    ]);
+  }
+  return parseTrainerConfig({
+    total_training_samples: runner.training_tokens + runner.finetuning_tokens,
+    train_batch_size_samples: runner.train_batch_size_tokens,
+    lr: runner.lr,
+    lr_end: runner.lr_end,
+    lr_scheduler_name: runner.lr_scheduler_name,
+    lr_warm_up_steps: runner.lr_warm_up_steps,
+    lr_decay_steps: runner.lr_decay_steps,
+    n_restart_cycles: runner.n_restart_cycles,
+    adam_beta1: runner.adam_beta1,
+    adam_beta2: runner.adam_beta2,
+    dead_feature_window: runner.dead_feature_window,
+    feature_sampling_window: runner.feature_sampling_window,
+  }, source);
 }
