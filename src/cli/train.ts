@@ -88,11 +88,10 @@ async function main(): Promise<void> {
     },
   });
   if (interactive) console.error();
+  const recovery = result.dictionaryRecovery === undefined ? "" : `, dictionary recovery ` +
+    `(mean max cosine with the true features) ${result.dictionaryRecovery.toFixed(3)}`;
   console.error(
-    `done: ${result.steps} steps, ${Math.round(result.tokensPerSecond)} tokens/s, ` +
-      `dictionary recovery (mean max cosine with the true features) ${
-        result.dictionaryRecovery.toFixed(3)
-      }`,
+    `done: ${result.steps} steps, ${Math.round(result.tokensPerSecond)} tokens/s${recovery}`,
   );
   console.error(
     result.saeDir

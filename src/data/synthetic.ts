@@ -5,6 +5,7 @@
  * to measure recovery against.
  */
 import { Rng } from "../util/rng.ts";
+import type { ActivationSource } from "./source.ts";
 
 export interface SyntheticConfig {
   d_in: number;
@@ -33,7 +34,7 @@ export const DEFAULT_SYNTHETIC: Omit<SyntheticConfig, "d_in"> = {
 };
 
 /** An endless, seeded stream of activation batches with a known dictionary. */
-export class SyntheticSource {
+export class SyntheticSource implements ActivationSource {
   /** Ground-truth feature directions [n_features, d_in], unit rows. */
   readonly trueFeatures: Float32Array;
   readonly firingProbs: Float64Array;
@@ -59,8 +60,28 @@ export class SyntheticSource {
     this.rng = new Rng(cfg.seed * 40503 + 7);
   }
 
-  /** The next [rows, d_in] batch. */
-  nextBatch(rows: number): Float32Array {
+  get dIn(): number {
+    return this.cfg.d_in;
+  }
+
+  /** The generator state: the stream is a pure function of it. */
+  position(): number {
+    return this.rng.state;
+  }
+
+  restore(position: unknown): void {
+    if (typeof position !== "number") {
+      throw new Error(`synthetic source: bad checkpoint position ${JSON.stringify(position)}`);
+    }
+    this.rng.state = position;
+  }
+
+  nextBatch(rows: number): Promise<Float32Array> {
+    return Promise.resolve(this.generate(rows));
+  }
+
+  /** The next [rows, d_in] batch, synchronously. */
+  generate(rows: number): Float32Array {
     const { d_in: d, n_features: n, magnitude_min: lo, magnitude_max: hi, noise } = this.cfg;
     const out = new Float32Array(rows * d);
     for (let r = 0; r < rows; r++) {

@@ -20,8 +20,8 @@ export interface CheckpointMeta {
   nTrainingSamples: number;
   nFracActiveSamples: number;
   adamStep: number;
-  /** Data source position (its generator state). */
-  dataState: number;
+  /** The activation source's position (`ActivationSource.position()`). */
+  dataPosition: unknown;
   /** expected_average_only_in factor (1 when unused). */
   scalingFactor: number;
 }

@@ -4,6 +4,7 @@
  */
 import { join } from "node:path";
 import type { RunConfig } from "../config/run.ts";
+import { openSource } from "../data/sources.ts";
 import { dictionaryRecovery, SyntheticSource } from "../data/synthetic.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { saveSaeDirectory } from "../io/saelens_format.ts";
@@ -36,7 +37,7 @@ export interface RunResult {
   params: Record<string, Float32Array>;
   saeDir?: string;
   /** Mean best cosine of the synthetic source's true features with decoder rows. */
-  dictionaryRecovery: number;
+  dictionaryRecovery?: number;
   tokensPerSecond: number;
 }
 
@@ -62,7 +63,7 @@ export async function runTraining(
   const cfg = config.sae as unknown as StepConfig & { decoder_init_norm?: number | null };
   const arch = getArchitecture(config.sae.architecture);
   const batchSize = config.trainer.train_batch_size_samples;
-  const source = new SyntheticSource({ ...config.data, d_in: cfg.d_in });
+  const source = openSource(config, cfg.d_in);
   const checkpointDir = join(options.outDir, "checkpoints");
   await Deno.mkdir(options.outDir, { recursive: true });
   await Deno.writeTextFile(
@@ -78,14 +79,14 @@ export async function runTraining(
   let scalingFactor = 1;
   if (options.resume) {
     const meta = await loadLatestCheckpoint(checkpointDir, sae, trainer);
-    source.rng.state = meta.dataState;
+    source.restore(meta.dataPosition);
     scalingFactor = meta.scalingFactor;
   } else if (config.sae.normalize_activations === "expected_average_only_in") {
     // SAELens's fit() consumes these batches from the same stream before training.
-    const batches = Array.from(
-      { length: config.n_batches_for_norm_estimate },
-      () => source.nextBatch(batchSize),
-    );
+    const batches: Float32Array[] = [];
+    for (let i = 0; i < config.n_batches_for_norm_estimate; i++) {
+      batches.push(await source.nextBatch(batchSize));
+    }
     scalingFactor = estimateScalingFactor(batches, cfg.d_in);
   }
 
@@ -102,7 +103,7 @@ export async function runTraining(
   try {
     while (!trainer.done && trainer.nTrainingSteps < lastStep) {
       const step = trainer.nTrainingSteps;
-      const batch = source.nextBatch(batchSize);
+      const batch = await source.nextBatch(batchSize);
       assertFinite(batch, cfg.d_in, step);
       if (scalingFactor !== 1) scaleBatch(batch, scalingFactor);
       gpu.write(x, batch);
@@ -123,7 +124,7 @@ export async function runTraining(
         done < trainer.totalSteps
       ) {
         await saveCheckpoint(checkpointDir, sae, trainer, {
-          dataState: source.rng.state,
+          dataPosition: source.position(),
           scalingFactor,
         });
       }
@@ -135,7 +136,9 @@ export async function runTraining(
   const result: RunResult = {
     steps: trainer.nTrainingSteps,
     params,
-    dictionaryRecovery: dictionaryRecovery(source.trueFeatures, params.W_dec, cfg.d_in),
+    dictionaryRecovery: source instanceof SyntheticSource
+      ? dictionaryRecovery(source.trueFeatures, params.W_dec, cfg.d_in)
+      : undefined,
     tokensPerSecond,
   };
   if (trainer.done && config.save_final) {
@@ -153,7 +156,7 @@ export async function runTraining(
     }, sparsity);
   } else if (!trainer.done) {
     await saveCheckpoint(checkpointDir, sae, trainer, {
-      dataState: source.rng.state,
+      dataPosition: source.position(),
       scalingFactor,
     });
   }
