@@ -81,10 +81,14 @@ export function binary(
   const gpu = a.gpu;
   const out = options.out ?? gpu.empty(a.shape);
   const inPlace = out.buffer === a.buffer;
+  // Four elements per invocation when every group of four shares its row.
+  const vec4 = a.size % 4 === 0 && (bcast === "full" || bcast === "scalar" || a.cols % 4 === 0);
+  const entry = (inPlace ? "in_place" : "main") + (vec4 ? "4" : "");
   const constants = { OP: BINARY_OPS[op], BCAST: BROADCAST[bcast] };
-  const kernel = gpu.kernel("binary", wgsl("binary"), inPlace ? "in_place" : "main", constants);
+  const kernel = gpu.kernel("binary", wgsl("binary"), entry, constants);
   const uniforms = params([a.size, a.cols], [options.alpha ?? 1, options.beta ?? 1]);
-  gpu.dispatch(kernel, inPlace ? [a, b] : [a, b, out], grid1d(a.size), uniforms);
+  const threads = vec4 ? a.size / 4 : a.size;
+  gpu.dispatch(kernel, inPlace ? [a, b] : [a, b, out], grid1d(threads), uniforms);
   return out;
 }
 
@@ -93,10 +97,10 @@ export function unary(op: UnaryOp, a: Tensor, options: ElementwiseOptions = {}):
   const gpu = a.gpu;
   const out = options.out ?? gpu.empty(a.shape);
   const inPlace = out.buffer === a.buffer;
-  const kernel = gpu.kernel("unary", wgsl("unary"), inPlace ? "in_place" : "main", {
-    OP: UNARY_OPS[op],
-  });
+  const vec4 = a.size % 4 === 0;
+  const entry = (inPlace ? "in_place" : "main") + (vec4 ? "4" : "");
+  const kernel = gpu.kernel("unary", wgsl("unary"), entry, { OP: UNARY_OPS[op] });
   const uniforms = params([a.size, 0], [options.alpha ?? 0, options.beta ?? 0]);
-  gpu.dispatch(kernel, inPlace ? [a] : [a, out], grid1d(a.size), uniforms);
+  gpu.dispatch(kernel, inPlace ? [a] : [a, out], grid1d(vec4 ? a.size / 4 : a.size), uniforms);
   return out;
 }
