@@ -1,57 +1,157 @@
-// C[M,N] = alpha * op(A) . op(B) (+ C when ACCUMULATE), row-major f32.
+// C[M,N] = alpha * op(A) . op(B) (+ C when accumulating), row-major f32.
 // op(A) is A[M,K], or A stored [K,M] when TRANS_A; op(B) is B[K,N], or B stored [N,K] when TRANS_B.
-// Each invocation owns a TM x TN block of C held in registers; no workgroup memory (faster on
-// Mesa's llvmpipe than shared-memory tiling, see PLATFORM.md). Reads past the edges are clamped
-// and their results never stored, so any M, N, K works.
-struct Params { M: u32, N: u32, K: u32, alpha: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+//
+// Three entry points:
+// - `simple`: 4x4 outputs per invocation straight from storage buffers; for small or thin shapes.
+// - `pack`: copies a block of op(A) or op(B) into an rgba32float texture (4 consecutive columns per
+//   texel), resolving the transpose and zero-padding the edges.
+// - `tiled`: the fast path. Reads the two packed textures; each invocation keeps a ROWS x (4*COLS4)
+//   block of C in registers. On Mesa's llvmpipe, storage-buffer loads inside a loop cost a scalar
+//   loop over SIMD lanes each, while texel fetches are gathered: textures are several times faster
+//   (see PLATFORM.md). Loops over constant ranges are slow there too, so the register block is
+//   written out by `unrollWgsl` (src/kernels/matmul.ts): a line ending in `// unroll i<ROWS j<COLS4`
+//   is repeated for every i and j (first variable outermost) with `{i}` and `{j}` replaced.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override ACCUMULATE: bool = false;
-const TM = 4u;
-const TN = 4u;
+
+// ---- simple --------------------------------------------------------------------------------------
+
+struct SimpleParams { M: u32, N: u32, K: u32, alpha: f32 }
+@group(0) @binding(0) var<uniform> sp: SimpleParams;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+
+const SIMPLE_TM = 4u;
+const SIMPLE_TN = 4u;
 
 fn load_a(m: u32, k: u32) -> f32 {
-  if (TRANS_A) { return A[k * p.M + m]; }
-  return A[m * p.K + k];
+  if (TRANS_A) { return A[k * sp.M + m]; }
+  return A[m * sp.K + k];
 }
 fn load_b(k: u32, n: u32) -> f32 {
-  if (TRANS_B) { return B[n * p.K + k]; }
-  return B[k * p.N + n];
+  if (TRANS_B) { return B[n * sp.K + k]; }
+  return B[k * sp.N + n];
 }
 
 @compute @workgroup_size(8, 8)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.y * TM;
-  let col0 = gid.x * TN;
-  if (row0 >= p.M || col0 >= p.N) { return; }
-  var rows: array<u32, TM>;
-  var cols: array<u32, TN>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(row0 + i, p.M - 1u); }
-  for (var j = 0u; j < TN; j++) { cols[j] = min(col0 + j, p.N - 1u); }
-  var acc: array<array<f32, TN>, TM>;
-  for (var k = 0u; k < p.K; k++) {
-    var a: array<f32, TM>;
-    var b: array<f32, TN>;
-    for (var i = 0u; i < TM; i++) { a[i] = load_a(rows[i], k); }
-    for (var j = 0u; j < TN; j++) { b[j] = load_b(k, cols[j]); }
-    for (var i = 0u; i < TM; i++) {
-      for (var j = 0u; j < TN; j++) { acc[i][j] = acc[i][j] + a[i] * b[j]; }
+fn simple(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.y * SIMPLE_TM;
+  let col0 = gid.x * SIMPLE_TN;
+  if (row0 >= sp.M || col0 >= sp.N) { return; }
+  var rows: array<u32, SIMPLE_TM>;
+  var cols: array<u32, SIMPLE_TN>;
+  for (var i = 0u; i < SIMPLE_TM; i++) { rows[i] = min(row0 + i, sp.M - 1u); }
+  for (var j = 0u; j < SIMPLE_TN; j++) { cols[j] = min(col0 + j, sp.N - 1u); }
+  var acc: array<array<f32, SIMPLE_TN>, SIMPLE_TM>;
+  for (var k = 0u; k < sp.K; k++) {
+    var a: array<f32, SIMPLE_TM>;
+    var b: array<f32, SIMPLE_TN>;
+    for (var i = 0u; i < SIMPLE_TM; i++) { a[i] = load_a(rows[i], k); }
+    for (var j = 0u; j < SIMPLE_TN; j++) { b[j] = load_b(k, cols[j]); }
+    for (var i = 0u; i < SIMPLE_TM; i++) {
+      for (var j = 0u; j < SIMPLE_TN; j++) { acc[i][j] = acc[i][j] + a[i] * b[j]; }
     }
   }
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) {
+  for (var i = 0u; i < SIMPLE_TM; i++) {
+    for (var j = 0u; j < SIMPLE_TN; j++) {
       let r = row0 + i;
       let c = col0 + j;
-      if (r < p.M && c < p.N) {
-        var v = p.alpha * acc[i][j];
-        if (ACCUMULATE) { v = C[r * p.N + c] + v; }
-        C[r * p.N + c] = v;
+      if (r < sp.M && c < sp.N) {
+        var v = sp.alpha * acc[i][j];
+        if (ACCUMULATE) { v = C[r * sp.N + c] + v; }
+        C[r * sp.N + c] = v;
       }
     }
   }
+}
+
+// ---- pack ----------------------------------------------------------------------------------------
+
+// Logical texel (x, y) gets L[row0 + y, col0 + 4x .. col0 + 4x + 3], where L = op(S) is the
+// logical matrix and S the stored one (row length `stride`); entries outside the block
+// (y >= rows or column >= cols) are zero. `src` is bound from element `base` of S, so one
+// dispatch may see only a window of a matrix too large for one binding; it covers the logical
+// texels from (x0, y0) to (width4, height).
+struct PackParams {
+  rows: u32, cols: u32, row0: u32, col0: u32,
+  stride: u32, base: u32, x0: u32, y0: u32,
+  width4: u32, height: u32, transposed: u32,
+}
+@group(0) @binding(0) var<uniform> pp: PackParams;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var packed: texture_storage_2d<rgba32float, write>;
+
+@compute @workgroup_size(8, 8)
+fn pack(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let texel = vec2<u32>(pp.x0 + gid.x, pp.y0 + gid.y);
+  if (texel.x >= pp.width4 || texel.y >= pp.height) { return; }
+  var value = vec4<f32>();
+  if (texel.y < pp.rows) {
+    let row = pp.row0 + texel.y;
+    for (var c = 0u; c < 4u; c++) {
+      let col = 4u * texel.x + c;
+      if (col < pp.cols) {
+        var index = row * pp.stride + pp.col0 + col;
+        if (pp.transposed != 0u) { index = (pp.col0 + col) * pp.stride + row; }
+        value[c] = src[index - pp.base];
+      }
+    }
+  }
+  textureStore(packed, texel, value);
+}
+
+// ---- tiled ---------------------------------------------------------------------------------------
+
+// Ap holds op(A) as [M, K/4] texels, Bp holds op(B) as [K, N/4] texels, both zero beyond K, so the
+// inner loop needs no bounds checks. Cout is a window of C; output (m, n) of this block lives at
+// c_offset + m * ldc + n of it.
+struct TiledParams { M: u32, N: u32, K4: u32, ldc: u32, c_offset: u32, accumulate: u32, alpha: f32 }
+@group(0) @binding(0) var<uniform> tp: TiledParams;
+@group(0) @binding(1) var Ap: texture_2d<f32>;
+@group(0) @binding(2) var Bp: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read_write> Cout: array<f32>;
+
+const ROWS = 32u;  // rows of C per invocation
+const COLS4 = 8u;  // vec4 column groups of C per invocation
+const TILED_WORKGROUP = 8u;
+
+// One guarded scalar store per output. Each storage access becomes a loop over SIMD lanes in
+// llvmpipe, and the 1024 stores written out below are most of this kernel's compile time (~10 s
+// with these; ~14 s when this function looped over a vec4's components).
+fn store(row: u32, col: u32, v: f32) {
+  if (row < tp.M && col < tp.N) {
+    let index = tp.c_offset + row * tp.ldc + col;
+    var out = tp.alpha * v;
+    if (tp.accumulate != 0u) { out = Cout[index] + out; }
+    Cout[index] = out;
+  }
+}
+
+@compute @workgroup_size(TILED_WORKGROUP, TILED_WORKGROUP)
+fn tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row_base = gid.y * ROWS;
+  let col4_base = gid.x * COLS4;
+  // Edge invocations read clamped rows and columns; their extra results are never stored.
+  let last_col4 = (tp.N + 3u) / 4u - 1u;
+  let row_{i} = min(row_base + {i}u, tp.M - 1u);  // unroll i<ROWS
+  let col4_{j} = min(col4_base + {j}u, last_col4);  // unroll j<COLS4
+  var acc_{i}_{j} = vec4<f32>();  // unroll i<ROWS j<COLS4
+  for (var k4 = 0u; k4 < tp.K4; k4++) {
+    let k = 4u * k4;
+    let b0_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k), 0);  // unroll j<COLS4
+    let b1_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 1u), 0);  // unroll j<COLS4
+    let b2_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 2u), 0);  // unroll j<COLS4
+    let b3_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 3u), 0);  // unroll j<COLS4
+    let a_{i} = textureLoad(Ap, vec2<u32>(k4, row_{i}), 0);  // unroll i<ROWS
+    // Written as one expression so k ascends within each accumulator, as in the f32 reference.
+    acc_{i}_{j} = (((acc_{i}_{j} + a_{i}.x * b0_{j}) + a_{i}.y * b1_{j}) + a_{i}.z * b2_{j}) + a_{i}.w * b3_{j};  // unroll i<ROWS j<COLS4
+  }
+  let col_{j} = 4u * (col4_base + {j}u);  // unroll j<COLS4
+  store(row_base + {i}u, col_{j}, acc_{i}_{j}.x);  // unroll i<ROWS j<COLS4
+  store(row_base + {i}u, col_{j} + 1u, acc_{i}_{j}.y);  // unroll i<ROWS j<COLS4
+  store(row_base + {i}u, col_{j} + 2u, acc_{i}_{j}.z);  // unroll i<ROWS j<COLS4
+  store(row_base + {i}u, col_{j} + 3u, acc_{i}_{j}.w);  // unroll i<ROWS j<COLS4
 }

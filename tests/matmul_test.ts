@@ -1,10 +1,15 @@
-import { matmul } from "../src/kernels/matmul.ts";
+import { matmul, type MatmulInternals, matmulWith, unrollWgsl } from "../src/kernels/matmul.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Plain-TypeScript reference: f32 rounding after every multiply and add, k ascending. */
 function referenceMatmul(
-  a: Float32Array, b: Float32Array, M: number, N: number, K: number,
-  transA: boolean, transB: boolean,
+  a: Float32Array,
+  b: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  transA: boolean,
+  transB: boolean,
 ): Float32Array {
   const c = new Float32Array(M * N);
   for (let m = 0; m < M; m++) {
@@ -21,32 +26,95 @@ function referenceMatmul(
   return c;
 }
 
-const shapes: Array<[number, number, number]> = [[1, 1, 1], [7, 13, 5], [33, 65, 17], [64, 128, 32], [130, 67, 129]];
-
-for (const transA of [false, true]) {
-  for (const transB of [false, true]) {
-    Deno.test(`matmul transA=${transA} transB=${transB} matches reference on odd sizes`, gpuTest, async () => {
-      const gpu = await testGpu();
-      for (const [M, N, K] of shapes) {
-        const a = randomArray(M * K, M * 31 + K);
-        const b = randomArray(K * N, N * 17 + K);
-        const ta = gpu.upload(a, transA ? [K, M] : [M, K]);
-        const tb = gpu.upload(b, transB ? [N, K] : [K, N]);
-        const c = await matmul(ta, tb, { transA, transB }).read();
-        assertClose(c, referenceMatmul(a, b, M, N, K, transA, transB), {
-          rtol: 1e-5, atol: 1e-5, what: `C ${M}x${N}x${K}`,
-        });
-      }
+/** Runs op(A)·op(B) for each shape through `matmulWith` and compares with the reference. */
+async function checkShapes(
+  shapes: Array<[number, number, number]>,
+  transA: boolean,
+  transB: boolean,
+  internals: MatmulInternals,
+): Promise<void> {
+  const gpu = await testGpu();
+  for (const [M, N, K] of shapes) {
+    const a = randomArray(M * K, M * 31 + K);
+    const b = randomArray(K * N, N * 17 + K);
+    const ta = gpu.upload(a, transA ? [K, M] : [M, K]);
+    const tb = gpu.upload(b, transB ? [N, K] : [K, N]);
+    const c = await matmulWith(ta, tb, { transA, transB }, internals).read();
+    assertClose(c, referenceMatmul(a, b, M, N, K, transA, transB), {
+      rtol: 1e-5,
+      atol: 1e-5,
+      what: `C ${M}x${N}x${K} ${JSON.stringify(internals)}`,
     });
+    ta.dispose();
+    tb.dispose();
   }
+}
+
+const oddShapes: Array<[number, number, number]> = [
+  [1, 1, 1],
+  [7, 13, 5],
+  [33, 65, 17],
+  [64, 128, 32],
+  [130, 67, 129],
+];
+const layouts = [[false, false], [false, true], [true, false], [true, true]] as const;
+
+for (const [transA, transB] of layouts) {
+  const layout = `transA=${transA} transB=${transB}`;
+  Deno.test(`matmul ${layout} matches reference on odd sizes`, gpuTest, async () => {
+    await checkShapes(oddShapes, transA, transB, {});
+  });
+  Deno.test(`matmul ${layout} tiled path matches reference on odd sizes`, gpuTest, async () => {
+    await checkShapes([...oddShapes, [300, 260, 70]], transA, transB, { path: "tiled" });
+  });
+  Deno.test(
+    `matmul ${layout} splits operands over small bindings and textures`,
+    gpuTest,
+    async () => {
+      // 4 KiB bindings hold 1024 floats: every operand and C is bound in several windows; a texture
+      // side of 16 splits K into chunks of 16 and M, N into blocks.
+      const internals = { path: "tiled", maxBindingBytes: 4096, maxTextureSide: 16 } as const;
+      // Rows of 64 floats are packed by buffer-to-texture copies, the others by the pack kernel.
+      await checkShapes([[37, 70, 45], [20, 129, 9], [20, 128, 64]], transA, transB, internals);
+      await checkShapes([[130, 67, 129]], transA, transB, { path: "tiled", maxBindingBytes: 4096 });
+    },
+  );
 }
 
 Deno.test("matmul alpha and accumulate add into the target", gpuTest, async () => {
   const gpu = await testGpu();
-  const [M, N, K] = [9, 11, 6];
-  const a = randomArray(M * K, 1), b = randomArray(K * N, 2), c0 = randomArray(M * N, 3);
-  const target = gpu.upload(c0, [M, N]);
-  matmul(gpu.upload(a, [M, K]), gpu.upload(b, [K, N]), { alpha: -0.5, accumulateInto: target });
-  const ref = referenceMatmul(a, b, M, N, K, false, false).map((v, i) => c0[i] - 0.5 * v);
-  assertClose(await target.read(), ref, { rtol: 1e-5, atol: 1e-5 });
+  for (const path of ["simple", "tiled"] as const) {
+    for (const [M, N, K] of [[9, 11, 6], [140, 150, 40]]) {
+      const a = randomArray(M * K, 1), b = randomArray(K * N, 2), c0 = randomArray(M * N, 3);
+      const target = gpu.upload(c0, [M, N]);
+      matmulWith(gpu.upload(a, [M, K]), gpu.upload(b, [K, N]), {
+        alpha: -0.5,
+        accumulateInto: target,
+      }, { path, maxTextureSide: 16 });
+      const ref = referenceMatmul(a, b, M, N, K, false, false).map((v, i) => c0[i] - 0.5 * v);
+      assertClose(await target.read(), ref, {
+        rtol: 1e-5,
+        atol: 1e-5,
+        what: `${path} ${M}x${N}x${K}`,
+      });
+    }
+  }
+});
+
+Deno.test(
+  "matmul picks the tiled path for large shapes and matches the reference",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const [M, N, K] = [260, 300, 1000]; // above the tiled path's size threshold
+    const a = randomArray(M * K, 5), b = randomArray(N * K, 6);
+    const c = await matmul(gpu.upload(a, [M, K]), gpu.upload(b, [N, K]), { transB: true }).read();
+    assertClose(c, referenceMatmul(a, b, M, N, K, false, true), { rtol: 1e-5, atol: 1e-5 });
+  },
+);
+
+Deno.test("unrollWgsl repeats marked lines, first variable outermost", () => {
+  const out = unrollWgsl("const R = 2u;\nx{i}{j}; // unroll i<R j<3\nend");
+  const expected = "const R = 2u;\nx00;\nx01;\nx02;\nx10;\nx11;\nx12;\nend";
+  if (out !== expected) throw new Error(`got ${JSON.stringify(out)}`);
 });

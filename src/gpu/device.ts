@@ -28,10 +28,17 @@ const REQUESTED_LIMITS = [
   "maxComputeWorkgroupSizeX",
   "maxComputeWorkgroupSizeY",
   "maxComputeWorkgroupsPerDimension",
+  "maxTextureDimension2D",
 ] as const;
 
-/** One storage or uniform binding of a dispatch. */
-export type Binding = Tensor | GPUBuffer;
+/** One binding of a dispatch: a whole tensor or buffer, a buffer range, or a texture view. */
+export type Binding = Tensor | GPUBuffer | GPUBufferBinding | GPUTextureView;
+
+function bindingResource(b: Binding): GPUBindingResource {
+  if (b instanceof Tensor) return { buffer: b.buffer };
+  if (b instanceof GPUBuffer) return { buffer: b };
+  return b;
+}
 
 /** A pipeline plus the shader it came from (kept for error messages). */
 export interface Kernel {
@@ -245,9 +252,7 @@ export class Gpu {
     const entries: GPUBindGroupEntry[] = [];
     if (params) entries.push({ binding: 0, resource: { buffer: this.uniform(params) } });
     bindings.forEach((b, i) => {
-      if (b) {
-        entries.push({ binding: i + 1, resource: { buffer: b instanceof Tensor ? b.buffer : b } });
-      }
+      if (b) entries.push({ binding: i + 1, resource: bindingResource(b) });
     });
     const bindGroup = this.device.createBindGroup({
       layout: kernel.pipeline.getBindGroupLayout(0),
@@ -276,6 +281,15 @@ export class Gpu {
       dstOffsetElems * 4,
       count * 4,
     );
+  }
+
+  /** Records a copy of buffer rows into a texture (GEMM operand packing). */
+  copyBufferToTexture(
+    source: GPUTexelCopyBufferInfo,
+    destination: GPUTexelCopyTextureInfo,
+    size: GPUExtent3DStrict,
+  ): void {
+    this.commandEncoder().copyBufferToTexture(source, destination, size);
   }
 
   /** Submits everything recorded so far as one command buffer. */

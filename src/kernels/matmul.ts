@@ -1,5 +1,12 @@
-/** GEMM in the three layouts a training step needs: X·W, Xᵀ·G and G·Wᵀ. */
-import { GpuError } from "../gpu/device.ts";
+/**
+ * GEMM in the three layouts a training step needs: X·W, Xᵀ·G and G·Wᵀ.
+ *
+ * Large products take the tiled path: op(A) and op(B) are packed into rgba32float textures
+ * (resolving transposes and padding), then a register-blocked kernel reads them. Small or thin
+ * products use a simple storage-buffer kernel. Operands larger than one storage binding are bound
+ * in windows, and products larger than a texture side are split into blocks.
+ */
+import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { groups, params, wgsl } from "./source.ts";
 
@@ -16,23 +23,320 @@ export interface MatmulOptions {
   out?: Tensor;
 }
 
+/** Knobs for tests and benchmarks; training code never sets them. */
+export interface MatmulInternals {
+  /** Force a kernel instead of choosing by shape. */
+  path?: "simple" | "tiled";
+  /** Pretend storage bindings hold at most this many bytes (exercises windowed binding). */
+  maxBindingBytes?: number;
+  /** Pretend textures hold at most this many texels per side (exercises block splitting). */
+  maxTextureSide?: number;
+}
+
 /** C = alpha · op(A) · op(B) (+ C). A and B are row-major matrices. */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  return matmulWith(a, b, options, {});
+}
+
+/** `matmul` with internal knobs exposed (tests and benchmarks only). */
+export function matmulWith(
+  a: Tensor,
+  b: Tensor,
+  options: MatmulOptions,
+  internals: MatmulInternals,
+): Tensor {
   const { transA = false, transB = false, alpha = 1 } = options;
   const [M, K] = transA ? [a.cols, a.rows] : [a.rows, a.cols];
   const [Kb, N] = transB ? [b.cols, b.rows] : [b.rows, b.cols];
   if (K !== Kb) {
-    throw new GpuError(`matmul: inner dimensions differ (${K} vs ${Kb}) for [${a.shape}]${transA ? "ᵀ" : ""}·[${b.shape}]${transB ? "ᵀ" : ""}`);
+    throw new GpuError(
+      `matmul: inner dimensions differ (${K} vs ${Kb}) for [${a.shape}]${
+        transA ? "ᵀ" : ""
+      }·[${b.shape}]${transB ? "ᵀ" : ""}`,
+    );
   }
   const gpu = a.gpu;
   const target = options.accumulateInto ?? options.out;
-  if (target && target.size !== M * N) throw new GpuError(`matmul: output holds ${target.size}, need ${M}x${N}`);
+  if (target && target.size !== M * N) {
+    throw new GpuError(`matmul: output holds ${target.size}, need ${M}x${N}`);
+  }
   const c = target ?? gpu.empty([M, N]);
-  const kernel = gpu.kernel("matmul", wgsl("matmul"), "main", {
-    TRANS_A: transA ? 1 : 0,
-    TRANS_B: transB ? 1 : 0,
-    ACCUMULATE: options.accumulateInto ? 1 : 0,
-  });
-  gpu.dispatch(kernel, [a, b, c], [groups(N, 32), groups(M, 32)], params([M, N, K], [alpha]));
+  const accumulate = options.accumulateInto !== undefined;
+  const maxBinding = internals.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
+  const path = internals.path ?? (useTiled(M, N, K) ? "tiled" : "simple");
+  const fitsOneBinding = Math.max(a.size, b.size, c.size) * 4 <= maxBinding;
+  if (path === "simple" && fitsOneBinding) {
+    const kernel = gpu.kernel("matmul", matmulSource(), "simple", {
+      TRANS_A: transA ? 1 : 0,
+      TRANS_B: transB ? 1 : 0,
+      ACCUMULATE: accumulate ? 1 : 0,
+    });
+    const workgroups = [groups(N, 32), groups(M, 32)] as const;
+    gpu.dispatch(kernel, [a, b, c], workgroups, params([M, N, K], [alpha]));
+  } else {
+    tiledMatmul(gpu, { a, b, c, M, N, K, transA, transB, alpha, accumulate }, {
+      maxBinding,
+      maxTextureSide: internals.maxTextureSide ?? gpu.limits.maxTextureDimension2D,
+    });
+  }
   return c;
+}
+
+/**
+ * The tiled kernel computes 256x256 blocks of C, so it only pays off when both sides fill most of
+ * a block (a matrix-vector product would waste almost all of it), and when the product is big
+ * enough to repay packing and the kernel's compile (10-40 s on llvmpipe the first time on a
+ * machine; Mesa's shader cache keeps it afterwards).
+ */
+function useTiled(M: number, N: number, K: number): boolean {
+  return M >= 128 && N >= 128 && M * N * K >= 2 ** 26;
+}
+
+/** Rows and columns of C one tiled workgroup covers (8x8 invocations, 32x32 outputs each). */
+const TILE = 256;
+/** Storage bindings must start at a multiple of this many bytes (WebGPU's largest allowed
+ * minStorageBufferOffsetAlignment, so valid on every device). */
+const BINDING_ALIGN_BYTES = 256;
+
+interface Product {
+  a: Tensor;
+  b: Tensor;
+  c: Tensor;
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+  alpha: number;
+  accumulate: boolean;
+}
+
+/**
+ * Splits C into blocks that fit a texture side and one C binding, and K into chunks that fit a
+ * texture side; each (block, chunk) packs its slices of op(A) and op(B) and runs the tiled
+ * kernel. K chunks after the first add into C.
+ */
+function tiledMatmul(
+  gpu: Gpu,
+  p: Product,
+  limits: { maxBinding: number; maxTextureSide: number },
+): void {
+  // Room for `textureSide`'s padding (at most 2 texels).
+  const side = limits.maxTextureSide - 2;
+  // Bp has 4*ceil(k/4) texel rows; Ap has ceil(k/4) texel columns.
+  const kChunk = Math.min(p.K, Math.floor(side / 4) * 4);
+  const nBlock = Math.min(p.N, 4 * side);
+  // A C block of m rows spans (m-1)*N + nBlock elements after its aligned start.
+  const rowsPerBinding = Math.floor(
+    (limits.maxBinding - BINDING_ALIGN_BYTES - 4 * nBlock) / (4 * p.N),
+  ) + 1;
+  let mBlock = Math.min(p.M, side, rowsPerBinding);
+  if (mBlock < 1) throw new GpuError(`matmul: one row of C (${p.N} values) exceeds a binding`);
+  if (mBlock < p.M) {
+    // Equal blocks, whole tiles where possible, so no block is a thin remainder.
+    const blocks = Math.ceil(p.M / mBlock);
+    const even = Math.ceil(Math.ceil(p.M / blocks) / TILE) * TILE;
+    mBlock = even <= mBlock ? even : mBlock;
+  }
+  const pack = gpu.kernel("matmul", matmulSource(), "pack");
+  // Accumulation is a uniform, not an override: each variant of this kernel is another long
+  // compile.
+  const tiled = gpu.kernel("matmul", matmulSource(), "tiled");
+  for (let k0 = 0; k0 < p.K; k0 += kChunk) {
+    const kc = Math.min(kChunk, p.K - k0);
+    const accumulate = p.accumulate || k0 > 0;
+    for (let m0 = 0; m0 < p.M; m0 += mBlock) {
+      const mc = Math.min(mBlock, p.M - m0);
+      const aTexture = packedTexture(gpu, "A", Math.ceil(kc / 4), mc);
+      packBlock(gpu, pack, p.a, p.transA, aTexture, [m0, k0], [mc, kc], mc, limits.maxBinding);
+      for (let n0 = 0; n0 < p.N; n0 += nBlock) {
+        const nc = Math.min(nBlock, p.N - n0);
+        const kPadded = 4 * Math.ceil(kc / 4);
+        const bTexture = packedTexture(gpu, "B", Math.ceil(nc / 4), kPadded);
+        packBlock(
+          gpu,
+          pack,
+          p.b,
+          p.transB,
+          bTexture,
+          [k0, n0],
+          [kc, nc],
+          kPadded,
+          limits.maxBinding,
+        );
+        const first = m0 * p.N + n0;
+        const base = alignDown(first);
+        const end = (m0 + mc - 1) * p.N + n0 + nc;
+        record(
+          gpu,
+          tiled,
+          [
+            { binding: 1, resource: aTexture.createView() },
+            { binding: 2, resource: bTexture.createView() },
+            {
+              binding: 3,
+              resource: { buffer: p.c.buffer, offset: 4 * base, size: 4 * (end - base) },
+            },
+          ],
+          [groups(nc, TILE), groups(mc, TILE)],
+          params([mc, nc, Math.ceil(kc / 4), p.N, first - base, accumulate ? 1 : 0], [p.alpha]),
+        );
+      }
+    }
+  }
+}
+
+/**
+ * Packs the block [origin, origin + size) of L = op(stored) into the top-left ceil(cols/4) x
+ * `height` texels of `texture` (see `pack` in matmul.wgsl); rows from `rows` to `height` are
+ * zero. The stored rows the block needs are bound in windows of at most `maxBinding`
+ * bytes; with a transposed operand a window holds whole texels (multiples of 4 stored rows).
+ */
+function packBlock(
+  gpu: Gpu,
+  pack: Kernel,
+  stored: Tensor,
+  transposed: boolean,
+  texture: GPUTexture,
+  [row0, col0]: readonly [number, number],
+  [rows, cols]: readonly [number, number],
+  height: number,
+  maxBinding: number,
+): void {
+  const width4 = Math.ceil(cols / 4);
+  const stride = stored.cols;
+  // Whole texels of an untransposed operand, rows 256-byte aligned, no padding: a plain copy,
+  // which is much faster than the pack kernel and has no binding-size limit.
+  if (!transposed && stride % 64 === 0 && col0 % 4 === 0 && cols % 4 === 0 && rows === height) {
+    gpu.copyBufferToTexture(
+      { buffer: stored.buffer, offset: 4 * (row0 * stride + col0), bytesPerRow: 4 * stride },
+      { texture },
+      [cols / 4, rows],
+    );
+    return;
+  }
+  // Stored rows hold logical rows, or logical columns when transposed.
+  const [first, count] = transposed ? [col0, cols] : [row0, rows];
+  const windowRows = Math.floor((maxBinding - BINDING_ALIGN_BYTES) / (4 * stride) / 4) * 4;
+  if (windowRows < 4) throw new GpuError(`matmul: 4 rows of [${stored.shape}] exceed a binding`);
+  const view = texture.createView();
+  for (let s = 0; s < count; s += windowRows) {
+    const e = Math.min(count, s + windowRows);
+    const base = alignDown((first + s) * stride);
+    const end = (first + e) * stride;
+    // Texels this window fills; the last window also writes the zero padding beyond the block.
+    const last = e === count;
+    const [x0, y0, x1, y1] = transposed
+      ? [s / 4, 0, last ? width4 : Math.ceil(e / 4), height]
+      : [0, s, width4, last ? height : e];
+    record(
+      gpu,
+      pack,
+      [
+        {
+          binding: 1,
+          resource: { buffer: stored.buffer, offset: 4 * base, size: 4 * (end - base) },
+        },
+        { binding: 2, resource: view },
+      ],
+      [groups(x1 - x0, 8), groups(y1 - y0, 8)],
+      params([
+        ...[rows, cols, row0, col0, stride, base, x0, y0],
+        ...[width4, height, transposed ? 1 : 0],
+      ]),
+    );
+  }
+}
+
+/** Element index rounded down to a valid binding offset. */
+function alignDown(element: number): number {
+  const perAlign = BINDING_ALIGN_BYTES / 4;
+  return Math.floor(element / perAlign) * perAlign;
+}
+
+/**
+ * One packing texture per role and size and GPU, reused by every call: passes run in order, so a
+ * later product may overwrite a texture an earlier one has finished reading.
+ */
+const textures = new WeakMap<Gpu, Map<string, GPUTexture>>();
+
+function packedTexture(gpu: Gpu, role: "A" | "B", minWidth: number, minHeight: number): GPUTexture {
+  const [width, height] = [textureSide(minWidth, true), textureSide(minHeight, false)];
+  let cache = textures.get(gpu);
+  if (!cache) textures.set(gpu, cache = new Map());
+  const key = `${role}:${width}x${height}`;
+  let texture = cache.get(key);
+  if (!texture) {
+    texture = gpu.device.createTexture({
+      label: `matmul packed ${key}`,
+      size: [width, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+        GPUTextureUsage.COPY_DST,
+    });
+    cache.set(key, texture);
+  }
+  return texture;
+}
+
+/**
+ * A texture side of at least `n` texels that is never a power of two: llvmpipe compiles a kernel
+ * variant per power-of-two-ness of each bound texture's sides (a long compile each for the tiled
+ * kernel). Widths also avoid multiples of 256 texels: rows 4 KiB apart share L1 cache sets, and
+ * an invocation reads 32 rows of Ap at once (power-of-two widths halved the speed).
+ */
+function textureSide(n: number, isWidth: boolean): number {
+  let side = n;
+  while ((side & (side - 1)) === 0 || (isWidth && side % 256 === 0)) side++;
+  return side;
+}
+
+/** Records a dispatch whose bindings are given by binding number (texture views, buffer ranges). */
+function record(
+  gpu: Gpu,
+  kernel: Kernel,
+  entries: GPUBindGroupEntry[],
+  workgroups: readonly [number, number],
+  uniforms: ArrayBuffer,
+): void {
+  const bindings: Binding[] = [];
+  for (const e of entries) bindings[e.binding - 1] = e.resource as Binding;
+  gpu.dispatch(kernel, bindings, workgroups, uniforms);
+}
+
+let expanded: string | undefined;
+
+/** kernels/matmul.wgsl with its `// unroll` lines written out. */
+function matmulSource(): string {
+  expanded ??= unrollWgsl(wgsl("matmul"));
+  return expanded;
+}
+
+/**
+ * Expands lines ending in `// unroll i<ROWS j<4 ...`: the line is repeated for every combination
+ * (first variable outermost) with `{i}`, `{j}` replaced. Bounds are numbers or `const` names
+ * declared in the same source.
+ */
+export function unrollWgsl(source: string): string {
+  const constants = new Map<string, number>();
+  for (const [, name, value] of source.matchAll(/^const (\w+) = (\d+)u?;/gm)) {
+    constants.set(name, Number(value));
+  }
+  const bound = (text: string): number => {
+    const value = /^\d+$/.test(text) ? Number(text) : constants.get(text);
+    if (value === undefined) throw new Error(`unrollWgsl: unknown bound ${text}`);
+    return value;
+  };
+  return source.split("\n").flatMap((line) => {
+    const match = line.match(/^(.*?)\s*\/\/ unroll ((?:\w+<\w+\s*)+)$/);
+    if (!match) return [line];
+    let lines = [match[1]];
+    for (const loop of match[2].trim().split(/\s+/)) {
+      const [name, limit] = loop.split("<");
+      lines = lines.flatMap((text) =>
+        Array.from({ length: bound(limit) }, (_, v) => text.replaceAll(`{${name}}`, String(v)))
+      );
+    }
+    return lines;
+  }).join("\n");
 }
