@@ -75,22 +75,25 @@ export function parseRunConfig(obj: unknown, source = "config"): RunConfig {
   return { ...run, sae, trainer };
 }
 
-/** The config `deno task train` uses without --config: a TopK SAE on the synthetic source. */
+/**
+ * The config `deno task train` uses without --config: a TopK SAE on the synthetic source, sized
+ * to finish in about a minute on Mesa's software adapter with 2 CPU cores.
+ */
 export const DEFAULT_RUN = {
-  sae: { architecture: "topk", d_in: 64, d_sae: 1024, k: 16 },
+  sae: { architecture: "topk", d_in: 32, d_sae: 256, k: 8 },
   trainer: {
-    lr: 4e-4,
+    lr: 2e-3,
     lr_warm_up_steps: 50,
-    lr_decay_steps: 300,
-    total_training_samples: 1024 * 1500,
-    train_batch_size_samples: 1024,
-    dead_feature_window: 250,
+    lr_decay_steps: 200,
+    total_training_samples: 256 * 1000,
+    train_batch_size_samples: 256,
+    dead_feature_window: 200,
     feature_sampling_window: 500,
     logger: { log_to_wandb: false },
   },
-  data: { source: "synthetic", n_features: 512 },
+  data: { source: "synthetic", n_features: 128, p_max: 0.15 },
   seed: 0,
   log_every: 50,
-  checkpoint_every: 500,
+  checkpoint_every: 250,
   n_batches_for_norm_estimate: 100,
 };
