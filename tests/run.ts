@@ -9,7 +9,10 @@ import { existsSync } from "node:fs";
 function chooseBackend(): string {
   const chosen = Deno.env.get("DENO_WEBGPU_BACKEND");
   if (chosen) return chosen;
-  const lavapipe = ["/usr/share/vulkan/icd.d/lvp_icd.x86_64.json", "/usr/share/vulkan/icd.d/lvp_icd.aarch64.json"];
+  const lavapipe = [
+    "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",
+    "/usr/share/vulkan/icd.d/lvp_icd.aarch64.json",
+  ];
   return lavapipe.some((p) => existsSync(p)) ? "vulkan" : "gl";
 }
 
@@ -17,7 +20,9 @@ const backend = chooseBackend();
 console.log(`WebGPU backend: ${backend} (set DENO_WEBGPU_BACKEND=vulkan|gl to choose)`);
 const env: Record<string, string> = { DENO_WEBGPU_BACKEND: backend, NO_COLOR: "1" };
 // Mesa's drivers complain on stderr when no runtime dir is set; give them a private one.
-if (!Deno.env.get("XDG_RUNTIME_DIR")) env.XDG_RUNTIME_DIR = await Deno.makeTempDir({ prefix: "xdg-" });
+if (!Deno.env.get("XDG_RUNTIME_DIR")) {
+  env.XDG_RUNTIME_DIR = await Deno.makeTempDir({ prefix: "xdg-" });
+}
 
 const child = new Deno.Command(Deno.execPath(), {
   args: ["test", "-A", ...Deno.args, "tests/"],
