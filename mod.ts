@@ -43,7 +43,7 @@ export interface LoadedSae {
 /** Loads an SAE directory in SAELens's layout (cfg.json + sae_weights.safetensors). */
 export async function loadSae(gpu: Gpu, dir: string): Promise<LoadedSae> {
   const { sae, cfg } = await loadSaeDirectory(dir);
-  const model = InferenceModel.upload(gpu, sae, cfg.apply_b_dec_to_input);
+  const model = InferenceModel.upload(gpu, sae, cfg);
   const { d_in: dIn, d_sae: dSae } = cfg;
   const check = (data: Float32Array, rows: number, width: number, what: string) => {
     if (data.length !== rows * width) {

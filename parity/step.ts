@@ -17,7 +17,7 @@ import { getArchitecture } from "../src/saes/registry.ts";
 import { type StepResult, TrainingSae } from "../src/saes/training_sae.ts";
 import type { StepConfig } from "../src/saes/step.ts";
 import { scaleBatch } from "../src/train/activation_scaler.ts";
-import { featureDensityStats, featurewiseWeightMetrics } from "../src/train/evals.ts";
+import { featurewiseWeightMetrics, sparsityAndVarianceMetrics } from "../src/train/evals.ts";
 import { coefficientAt, learningRates } from "../src/train/schedule.ts";
 import { Comparison, type Tolerance } from "./compare.ts";
 import type { FixtureCase, StoredTensor } from "./fixtures.ts";
@@ -153,7 +153,7 @@ export async function runTwoSteps(k: StepCase, xScale = 1): Promise<TrainingSae>
         outputs.scaling_factor = [xScale];
       }
       compareGroup(cmp, tensors, "output", outputs, tol, f64Tol);
-      if (xScale === 1) compareEvals(k, outputs.feature_acts as Float32Array);
+      if (xScale === 1) compareEvals(k, hostX, outputs);
       compareGroup(cmp, tensors, "grad", await readRecord(gpu, result.grads), tol, f64Tol);
     }
     const clip = sae.clip(result.grads);
@@ -191,14 +191,32 @@ export async function runTwoSteps(k: StepCase, xScale = 1): Promise<TrainingSae>
  * test double returns the batch as one prompt). SAELens's training-mode encode is what the step
  * just ran, so its feature_acts are reused.
  */
-function compareEvals(k: StepCase, featureActs: Float32Array): void {
+function compareEvals(
+  k: StepCase,
+  x: Float32Array,
+  outputs: Record<string, ArrayLike<number>>,
+): void {
   if (!k.tensors.has("eval.feature_density")) return;
-  const rows = featureActs.length / k.cfg.d_sae;
-  const values = {
-    ...featurewiseWeightMetrics(k.hostParams, k.cfg.d_in, k.cfg.d_sae),
-    ...featureDensityStats(featureActs, k.cfg.d_sae, rows),
+  const rows = x.length / k.cfg.d_in;
+  const batch = {
+    x,
+    saeOut: outputs.sae_out as Float32Array,
+    featureActs: outputs.feature_acts as Float32Array,
+    rows,
   };
-  compareGroup(k.cmp, k.tensors, "eval", values, k.tol, k.f64Tol);
+  const evals = sparsityAndVarianceMetrics([batch], k.cfg.d_in, k.cfg.d_sae, rows);
+  compareGroup(
+    k.cmp,
+    k.tensors,
+    "eval",
+    {
+      ...featurewiseWeightMetrics(k.hostParams, k.cfg.d_in, k.cfg.d_sae),
+      feature_density: evals.featureDensity,
+      consistent_activation_heuristic: evals.consistentActivationHeuristic,
+    },
+    k.tol,
+    k.f64Tol,
+  );
 }
 
 /** The pre-step model converted for inference, and its encode/decode on input.x. */
@@ -208,7 +226,7 @@ export async function compareInference(k: StepCase): Promise<void> {
   const values: Record<string, ArrayLike<number>> = Object.fromEntries(
     Object.entries(inference.weights).map(([n, w]) => [n, w.data]),
   );
-  const model = InferenceModel.upload(gpu, inference, cfg.apply_b_dec_to_input);
+  const model = InferenceModel.upload(gpu, inference, cfg);
   const x = gpu.upload(f32(tensors.get("input.x")!), tensors.get("input.x")!.shape);
   const acts = model.encode(x);
   values.feature_acts = await gpu.read(acts);

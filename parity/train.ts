@@ -37,11 +37,11 @@ import { Trainer } from "../src/train/trainer.ts";
 import { Comparison, type Tolerance } from "./compare.ts";
 import type { FixtureCase, StoredTensor } from "./fixtures.ts";
 import {
+  dictionaryRecovery,
   type EvalBatch,
   featurewiseWeightMetrics,
-  meanMaxCosTrueFeatures,
   sparsityAndVarianceMetrics,
-} from "./train_evals.ts";
+} from "../src/train/evals.ts";
 
 type Tensors = Map<string, StoredTensor>;
 type Json = Record<string, unknown>;
@@ -221,16 +221,16 @@ async function finalValues(
   const inference = sae.arch.toInference(sae.cfg, params, state);
   for (const [n, w] of Object.entries(inference.weights)) out.values[`inference.${n}`] = w.data;
   await inferenceValues(
-    InferenceModel.upload(gpu, inference, sae.cfg.apply_b_dec_to_input),
+    InferenceModel.upload(gpu, inference, sae.cfg),
     sae.cfg,
     evalData,
     out,
   );
   const trueFeatures = tensors.get("data.true_features");
   if (trueFeatures) {
-    out.scalars["oracle_mean_max_cos_true_features"] = meanMaxCosTrueFeatures(
-      params.W_dec,
+    out.scalars["oracle_mean_max_cos_true_features"] = dictionaryRecovery(
       trueFeatures.values,
+      params.W_dec,
       sae.cfg.d_in,
     );
   }

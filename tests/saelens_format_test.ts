@@ -42,7 +42,7 @@ for (const arch of ["standard", "topk", "batchtopk", "jumprelu", "gated"]) {
       await saveSaeDirectory(dir, sae, cfg, new Float32Array(cfg.d_sae).fill(-3));
       const loaded = await loadSae(gpu, dir);
       const x = randomArray(7 * cfg.d_in, 5, -2, 2);
-      const reference = InferenceModel.upload(gpu, sae, true);
+      const reference = InferenceModel.upload(gpu, sae, { apply_b_dec_to_input: true });
       const acts = await gpu.read(reference.encode(gpu.upload(x, [7, cfg.d_in])));
       assertClose(await loaded.encode(x, 7), acts, { rtol: 0, atol: 0, what: "feature_acts" });
       const out = await gpu.read(reference.decode(gpu.upload(acts, [7, cfg.d_sae])));

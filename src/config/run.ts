@@ -49,6 +49,8 @@ const RunSchema = z.strictObject({
   checkpoint_every: nonNegativeInt().default(0),
   /** Batches used to estimate the expected_average_only_in factor (SAELens uses 1000). */
   n_batches_for_norm_estimate: positiveInt().default(1000),
+  /** Held-out batches the saved SAE is evaluated on at the end (DIR/eval.json). */
+  n_eval_batches: positiveInt().default(4),
   /** Save the final SAE in SAELens's format. */
   save_final: flag().default(true),
 });

@@ -96,31 +96,3 @@ export class SyntheticSource implements ActivationSource {
     return out;
   }
 }
-
-/**
- * Ground-truth recovery: mean over true features of the best cosine similarity with any decoder
- * row (1 = every true feature has a matching latent).
- */
-export function dictionaryRecovery(
-  trueFeatures: Float32Array,
-  wDec: Float32Array,
-  dIn: number,
-): number {
-  const nTrue = trueFeatures.length / dIn, dSae = wDec.length / dIn;
-  const decNorms = Float64Array.from({ length: dSae }, (_, j) => {
-    let s = 0;
-    for (let i = 0; i < dIn; i++) s += wDec[j * dIn + i] ** 2;
-    return Math.sqrt(s) || 1;
-  });
-  let total = 0;
-  for (let t = 0; t < nTrue; t++) {
-    let best = -1;
-    for (let j = 0; j < dSae; j++) {
-      let dot = 0;
-      for (let i = 0; i < dIn; i++) dot += trueFeatures[t * dIn + i] * wDec[j * dIn + i];
-      best = Math.max(best, dot / decNorms[j]);
-    }
-    total += best;
-  }
-  return total / nTrue;
-}

@@ -19,6 +19,8 @@ export interface RunTimeNormalization {
   denormalizeBackward?(dOut: Tensor): Tensor;
   /** Intermediates SAELens exposes (`x_normalized`, `x_norm_coeff`, `ln_mu`, `ln_std`). */
   outputs: Record<string, Tensor>;
+  /** The per-row tensors `denormalize` reads (to keep alive past a `gpu.scope`). */
+  factors: Tensor[];
 }
 
 /** Normalises x [B, d_in] as `kind` says. */
@@ -33,6 +35,7 @@ export function normalizeInput(kind: string, x: Tensor): RunTimeNormalization {
       denormalize: (y) => binary("div", y, coeff, "perRow"),
       denormalizeBackward: (dOut) => binary("div", dOut, coeff, "perRow"),
       outputs: { x_normalized: input, x_norm_coeff: coeff.view([x.rows, 1]) },
+      factors: [coeff],
     };
   }
   if (kind === "layer_norm") {
@@ -52,7 +55,8 @@ export function normalizeInput(kind: string, x: Tensor): RunTimeNormalization {
         ln_mu: mean.view([x.rows, 1]),
         ln_std: std.view([x.rows, 1]),
       },
+      factors: [mean, std],
     };
   }
-  return { input: x, outputs: kind === "none" ? { x_normalized: x } : {} };
+  return { input: x, outputs: kind === "none" ? { x_normalized: x } : {}, factors: [] };
 }

@@ -9,7 +9,7 @@
  * - `explained_variance_legacy` (`metrics/explained_variance_legacy`): mean_r(1 − sse_r/tv_r),
  *   and `explained_variance_legacy_std` its unbiased (B − 1) standard deviation.
  *   Neither is `sae_lens.evals`'s explained variance, whose total variance is
- *   mean_t(Σ_d x²) − (mean_{t,d} x²)² (see `parity/train_evals.ts`).
+ *   mean_t(Σ_d x²) − (mean_{t,d} x²)² (see `src/train/evals.ts`).
  * - `l0` (`metrics/l0`): mean_r #(feature_acts_r ≠ 0).
  * - `dead_features` (`sparsity/dead_features`): #(n_forward_passes_since_fired > window) after
  *   this step's bookkeeping; `mean_passes_since_fired` the mean of those counters.

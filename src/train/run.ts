@@ -5,14 +5,16 @@
 import { join } from "node:path";
 import type { RunConfig } from "../config/run.ts";
 import { openSource } from "../data/sources.ts";
-import { dictionaryRecovery, SyntheticSource } from "../data/synthetic.ts";
+import { SyntheticSource } from "../data/synthetic.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { saveSaeDirectory } from "../io/saelens_format.ts";
+import { InferenceModel } from "../saes/inference.ts";
 import { initializeParams } from "../saes/init.ts";
 import { getArchitecture } from "../saes/registry.ts";
 import type { StepConfig } from "../saes/step.ts";
 import { TrainingSae } from "../saes/training_sae.ts";
 import { estimateScalingFactor, foldScalingFactor, scaleBatch } from "./activation_scaler.ts";
+import { dictionaryRecovery, evaluate } from "./evals.ts";
 import { loadLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import type { TrainStepMetrics } from "./metrics.ts";
 import { Trainer } from "./trainer.ts";
@@ -35,6 +37,10 @@ export interface RunResult {
   steps: number;
   /** Final parameters (before any folding), SAELens names. */
   params: Record<string, Float32Array>;
+  /** Final state buffers (BatchTopK's topk_threshold). */
+  state: Record<string, number>;
+  /** sae_lens.evals metrics of the saved SAE on held-out batches (also in DIR/eval.json). */
+  evals?: Record<string, number>;
   saeDir?: string;
   /** Mean best cosine of the synthetic source's true features with decoder rows. */
   dictionaryRecovery?: number;
@@ -133,9 +139,11 @@ export async function runTraining(
     metricsFile.close();
   }
   const params = await sae.readParams();
+  const state = await sae.readState();
   const result: RunResult = {
     steps: trainer.nTrainingSteps,
     params,
+    state,
     dictionaryRecovery: source instanceof SyntheticSource
       ? dictionaryRecovery(source.trueFeatures, params.W_dec, cfg.d_in)
       : undefined,
@@ -149,11 +157,19 @@ export async function runTraining(
     // After folding, the saved SAE takes raw activations: its normalisation is "none".
     const normalize = scalingFactor === 1 ? cfg.normalize_activations ?? "none" : "none";
     const savedCfg = { ...cfg, normalize_activations: normalize };
-    const inference = arch.toInference(savedCfg, folded, await sae.readState());
-    await saveSaeDirectory(result.saeDir, inference, {
-      ...savedCfg,
-      normalize_activations: normalize,
-    }, sparsity);
+    const inference = arch.toInference(savedCfg, folded, state);
+    await saveSaeDirectory(result.saeDir, inference, savedCfg, sparsity);
+    const heldOut: Float32Array[] = [];
+    for (let i = 0; i < config.n_eval_batches; i++) heldOut.push(await source.nextBatch(batchSize));
+    const model = InferenceModel.upload(gpu, inference, savedCfg);
+    result.evals = await evaluate(model, heldOut, cfg.d_in, cfg.d_sae);
+    if (result.dictionaryRecovery !== undefined) {
+      result.evals.dictionary_recovery = result.dictionaryRecovery;
+    }
+    await Deno.writeTextFile(
+      join(options.outDir, "eval.json"),
+      JSON.stringify(result.evals, null, 2) + "\n",
+    );
   } else if (!trainer.done) {
     await saveCheckpoint(checkpointDir, sae, trainer, {
       dataPosition: source.position(),
