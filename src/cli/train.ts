@@ -93,6 +93,17 @@ async function main(): Promise<void> {
   console.error(
     `done: ${result.steps} steps, ${Math.round(result.tokensPerSecond)} tokens/s${recovery}`,
   );
+  if (result.evals) {
+    const e = result.evals;
+    console.error(
+      `held-out (${outDir}/eval.json): explained variance ` +
+        `${e["reconstruction_quality.explained_variance"].toFixed(3)} (sae_lens.evals formula), ` +
+        `MSE ${e["reconstruction_quality.mse"].toFixed(4)}, L0 ${e["sparsity.l0"].toFixed(1)}, ` +
+        `L1 ${e["sparsity.l1"].toFixed(2)}, never fired ${
+          e["sparsity.never_fired_pct"].toFixed(1)
+        }%`,
+    );
+  }
   console.error(
     result.saeDir
       ? `SAE saved in SAELens format: ${result.saeDir}`
