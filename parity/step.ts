@@ -88,8 +88,20 @@ export interface StepCase {
   hostState: Record<string, number>;
 }
 
-/** Parses a step-like case's configs and inputs. */
-export function setupStepCase(gpu: Gpu, c: FixtureCase, tensors: Tensors): StepCase {
+/** The model a case runs: its parsed SAE config, architecture and trainer config. */
+export type CaseModel = Pick<StepCase, "cfg" | "arch" | "trainer">;
+
+/** Parses a step-like case's inputs; the model defaults to the case's v6 configs. */
+export function setupStepCase(
+  gpu: Gpu,
+  c: FixtureCase,
+  tensors: Tensors,
+  model: CaseModel = {
+    cfg: parseSaeConfig(c.config.sae, `${c.id} config.sae`, () => {}) as unknown as StepConfig,
+    trainer: parseTrainerConfig(c.config.trainer, `${c.id} config.trainer`),
+    arch: getArchitecture(c.architecture ?? ""),
+  },
+): StepCase {
   const tol = c.tolerance as unknown as Tolerance;
   return {
     gpu,
@@ -99,9 +111,7 @@ export function setupStepCase(gpu: Gpu, c: FixtureCase, tensors: Tensors): StepC
     tol,
     f64Tol: (c.tolerance.float64_tensors ?? tol) as Tolerance,
     scalarTol: (c.tolerance.expected_scalars ?? tol) as Tolerance,
-    cfg: parseSaeConfig(c.config.sae, `${c.id} config.sae`, () => {}) as unknown as StepConfig,
-    trainer: parseTrainerConfig(c.config.trainer, `${c.id} config.trainer`),
-    arch: getArchitecture(c.architecture ?? ""),
+    ...model,
     hostParams: Object.fromEntries([...group(tensors, "params")].map(([n, t]) => [n, f32(t)])),
     hostState: Object.fromEntries([...group(tensors, "state")].map(([n, t]) => [n, t.values[0]])),
   };

@@ -14,9 +14,17 @@ import { type DecoderGradProjection, standardV5Config } from "../src/saes/standa
 import type { StepConfig } from "../src/saes/step.ts";
 import { TrainingSae } from "../src/saes/training_sae.ts";
 import { coefficientAt, learningRates } from "../src/train/schedule.ts";
-import { Comparison, type Tolerance } from "./compare.ts";
+import type { Comparison } from "./compare.ts";
 import type { FixtureCase } from "./fixtures.ts";
-import { compareGroup, f32, group, runTwoSteps, type StepCase, type Tensors } from "./step.ts";
+import {
+  compareGroup,
+  f32,
+  group,
+  runTwoSteps,
+  setupStepCase,
+  type StepCase,
+  type Tensors,
+} from "./step.ts";
 
 /** A v5 step case with the `standard_v5` architecture and its projection mode. */
 function setupV5Case(
@@ -25,26 +33,16 @@ function setupV5Case(
   tensors: Tensors,
   projection: DecoderGradProjection = "after_step",
 ): StepCase {
-  const tol = c.tolerance as unknown as Tolerance;
   const runner = parseV5RunnerConfig(c.config.runner, `${c.id} config.runner`);
   const cfg = standardV5Config(parseV5SaeConfig(c.config.sae, `${c.id} config.sae`), {
     l1_warm_up_steps: runner.l1_warm_up_steps,
     decoder_grad_projection: projection,
   });
-  return {
-    gpu,
-    c,
-    tensors,
-    cmp: new Comparison(),
-    tol,
-    f64Tol: (c.tolerance.float64_tensors ?? tol) as Tolerance,
-    scalarTol: (c.tolerance.expected_scalars ?? tol) as Tolerance,
+  return setupStepCase(gpu, c, tensors, {
     cfg: cfg as StepConfig,
     arch: getArchitecture("standard_v5"),
     trainer: v5TrainerConfig(runner, `${c.id} config.runner`),
-    hostParams: Object.fromEntries([...group(tensors, "params")].map(([n, t]) => [n, f32(t)])),
-    hostState: {},
-  };
+  });
 }
 
 /** max_j |Σ_i grad[j,i]·W_dec[j,i]| (in float64 on the host). */
