@@ -11,6 +11,7 @@ import {
 import type { Gpu } from "../src/gpu/device.ts";
 import type { Tensor } from "../src/gpu/tensor.ts";
 import { binary, unary } from "../src/kernels/elementwise.ts";
+import { reduceCols } from "../src/kernels/reduce.ts";
 import type { Architecture } from "../src/saes/architecture.ts";
 import { InferenceModel } from "../src/saes/inference.ts";
 import { getArchitecture } from "../src/saes/registry.ts";
@@ -67,7 +68,6 @@ function releaseResult(result: StepResult): void {
     ...Object.values(result.losses),
     ...Object.values(result.grads),
     result.total,
-    result.fired,
   ]);
   for (const t of tensors) if (!t.disposed) t.dispose();
 }
@@ -184,7 +184,10 @@ export async function runTwoSteps(k: StepCase, xScale = 1): Promise<TrainingSae>
     compareGroup(cmp, tensors, `after_step${suffix}`, after, tol, f64Tol);
     if (i === 0) {
       // Latents dead before step 1 stay dead unless they fired in it (their counters exceed the window).
-      const next = binary("mul", deadMask, unary("affine", result.fired, { alpha: -1, beta: 1 }));
+      const fired = unary("greater", reduceCols(unary("abs", result.outputs.feature_acts)), {
+        alpha: 0,
+      });
+      const next = binary("mul", deadMask, unary("affine", fired, { alpha: -1, beta: 1 }));
       const storedMask2 = tensors.get("input.dead_neuron_mask2");
       if (storedMask2) {
         cmp.checkExact("input.dead_neuron_mask2", await gpu.read(next), storedMask2.values);

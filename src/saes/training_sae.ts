@@ -5,8 +5,6 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { reduceCols } from "../kernels/reduce.ts";
-import { unary } from "../kernels/elementwise.ts";
 import { Adam, clipGradNorm } from "../train/optimizer.ts";
 import type { Architecture } from "./architecture.ts";
 import { type StepConfig, type StepOutputs, TrainStep } from "./step.ts";
@@ -17,8 +15,6 @@ export interface StepResult {
   losses: Record<string, Tensor>;
   total: Tensor;
   grads: Record<string, Tensor>;
-  /** [d_sae] 1 where the latent fired on some row of this batch. */
-  fired: Tensor;
 }
 
 export class TrainingSae<C extends StepConfig = StepConfig> {
@@ -68,8 +64,7 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
         ...this.arch.trainForward(step, this.cfg, this.state),
       };
       step.finish();
-      const fired = unary("greater", reduceCols(unary("abs", outputs.feature_acts)), { alpha: 0 });
-      return { outputs, losses: step.losses, total: step.totalLoss(), grads: step.grads, fired };
+      return { outputs, losses: step.losses, total: step.totalLoss(), grads: step.grads };
     });
   }
 
