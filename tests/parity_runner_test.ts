@@ -39,7 +39,7 @@ Deno.test(
   gpuTest,
   async () => {
     const [ok] = await runParity(await perturbedCopy("topk-step-rescale", "loss.total", 1));
-    assert.equal(ok.passed, true, ok.error);
+    assert.equal(ok.passed, true, ok.error ?? "");
     const [bad] = await runParity(await perturbedCopy("topk-step-rescale", "grad.W_enc", 1.01));
     assert.equal(bad.passed, false);
     assert.match(bad.error!, /grad\.W_enc/);

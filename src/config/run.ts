@@ -34,13 +34,80 @@ const SyntheticSourceSchema = z.strictObject({
   seed: nonNegativeInt().default(0),
 });
 
+/**
+ * A language model's hook point on local text (SAELens's `ActivationsStore` on a text dataset);
+ * `trainer.total_training_samples` plays SAELens's `training_tokens`. See src/data/model_source.ts.
+ */
+const ModelSourceSchema = z.strictObject({
+  source: z.literal("model"),
+  /** Local model directory, Hugging Face layout: config.json, tokenizer*.json, onnx/model.onnx. */
+  model_name: z.string().min(1),
+  /** SAELens hook name: blocks.L.hook_resid_pre, blocks.L.hook_resid_mid, blocks.L.hook_resid_post. */
+  hook_name: z.string().regex(/^blocks\.\d+\.hook_resid_(pre|mid|post)$/, {
+    error: "must be blocks.L.hook_resid_pre, blocks.L.hook_resid_mid or blocks.L.hook_resid_post",
+  }),
+  /** A .txt/.jsonl file or a directory of them (.txt: one document per file; .jsonl: "text" per line). */
+  dataset_path: z.string().min(1),
+  /** Tokens per window (SAELens default 128). */
+  context_size: positiveInt().default(128),
+  /** BOS at the start of every window and between documents (SAELens default true). */
+  prepend_bos: flag().default(true),
+  /** Windows per LM forward pass (SAELens default 32). */
+  store_batch_size_prompts: positiveInt().default(32),
+  /** Mixing buffer: this many LM batches of activations (SAELens default 20). */
+  n_batches_in_buffer: positiveInt().default(20),
+  /** Drop activations of special tokens: true (the tokenizer's), false, or a list of token ids. */
+  exclude_special_tokens: z.union([z.boolean(), z.array(nonNegativeInt())]).default(true),
+  /** Seed of the mixing buffer's shuffles. */
+  seed: nonNegativeInt().default(0),
+  /** onnxruntime threads (default: all cores). */
+  threads: positiveInt().optional(),
+});
+
+/** Token shards written by `deno task pretokenize`, run through the LM (see model_source.ts). */
+const PretokenizedSourceSchema = z.strictObject({
+  source: z.literal("pretokenized"),
+  model_name: z.string().min(1),
+  hook_name: z.string().regex(/^blocks\.\d+\.hook_resid_(pre|mid|post)$/, {
+    error: "must be blocks.L.hook_resid_pre, blocks.L.hook_resid_mid or blocks.L.hook_resid_post",
+  }),
+  /** The token-shard directory. */
+  dataset_path: z.string().min(1),
+  /** Tokens used of each row (at most the shards' context size). */
+  context_size: positiveInt().default(128),
+  store_batch_size_prompts: positiveInt().default(32),
+  n_batches_in_buffer: positiveInt().default(20),
+  exclude_special_tokens: z.union([z.boolean(), z.array(nonNegativeInt())]).default(true),
+  seed: nonNegativeInt().default(0),
+  threads: positiveInt().optional(),
+});
+
+/** Activations cached by `deno task cache`, streamed through the mixing buffer (cached_source.ts). */
+const CachedSourceSchema = z.strictObject({
+  source: z.literal("cached"),
+  /** The cache directory. */
+  cached_activations_path: z.string().min(1),
+  /** When given, must equal the cache's hook point. */
+  hook_name: z.string().optional(),
+  /** Windows per batch (default: the cache's). */
+  store_batch_size_prompts: positiveInt().optional(),
+  n_batches_in_buffer: positiveInt().default(20),
+  exclude_special_tokens: z.union([z.boolean(), z.array(nonNegativeInt())]).default(true),
+  seed: nonNegativeInt().default(0),
+});
+
 const RunSchema = z.strictObject({
   /** SAELens `TrainingSAEConfig` fields (architecture, d_in, d_sae, k, l1_coefficient, ...). */
   sae: z.record(z.string(), z.unknown()),
   /** SAELens `SAETrainerConfig` fields (lr, total_training_samples, train_batch_size_samples, ...). */
   trainer: z.record(z.string(), z.unknown()),
   /** Where activations come from. */
-  data: z.discriminatedUnion("source", [SyntheticSourceSchema]),
+  data: z.discriminatedUnion("source", [
+    SyntheticSourceSchema,
+    ModelSourceSchema,
+    PretokenizedSourceSchema,
+    CachedSourceSchema,
+  ]),
   /** Seed of the SAE initialisation. */
   seed: nonNegativeInt().default(0),
   /** Read metrics back and log every this many steps (each read costs one GPU sync). */
@@ -56,6 +123,7 @@ const RunSchema = z.strictObject({
 });
 
 export type SyntheticSourceConfig = z.output<typeof SyntheticSourceSchema>;
+export type ModelSourceConfig = z.output<typeof ModelSourceSchema>;
 
 export interface RunConfig extends Omit<z.output<typeof RunSchema>, "sae" | "trainer"> {
   sae: SaeConfig;
