@@ -1,12 +1,14 @@
 /**
  * `deno task bench [--quick] [--arch A,B] [--batch N] [--d-in N] [--d-sae N] [--k N]
- * [--steps N] [--json FILE] [--md FILE]`: GEMM GFLOP/s in the three training layouts and
- * train-step tokens/s per architecture; writes a Markdown report and a JSON file.
+ * [--steps N] [--json FILE] [--md FILE] [--skip-sources]`: GEMM GFLOP/s in the three training
+ * layouts, train-step tokens/s per architecture and activation-source throughput; writes a
+ * Markdown report and a JSON file.
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
 import { architectureNames } from "../src/saes/registry.ts";
 import { benchGemm, type GemmResult } from "./gemm.ts";
+import { benchSources, type SourceResult } from "./sources.ts";
 import { benchTrainStep, type TrainStepResult } from "./train_step.ts";
 
 /** SAELens's reference shape (issue #5) and a CI-sized one. */
@@ -32,6 +34,7 @@ function markdown(
   adapter: string,
   gemm: GemmResult[],
   steps: TrainStepResult[],
+  sources: SourceResult[],
   quick: boolean,
 ): string {
   const mib = (b: number) => (b / 2 ** 20).toFixed(1);
@@ -61,6 +64,12 @@ function markdown(
       } | ${s.ms_per_step.toFixed(1)} | ${mib(s.peak_buffer_bytes)} |`
     ),
     "",
+    "## Activation sources (tiny GPT-2 fixture, blocks.1.hook_resid_post, CPU onnxruntime)",
+    "",
+    "| source | batch | activations/s |",
+    "| --- | ---: | ---: |",
+    ...sources.map((s) => `| ${s.source} | ${s.batch} | ${Math.round(s.tokens_per_s)} |`),
+    "",
   ].join("\n");
 }
 
@@ -77,6 +86,7 @@ if (import.meta.main) {
       steps: { type: "string" },
       json: { type: "string", default: "bench/report.json" },
       md: { type: "string", default: "bench/report.md" },
+      "skip-sources": { type: "boolean", default: false },
     },
   });
   const preset = values.quick ? QUICK : FULL;
@@ -105,12 +115,18 @@ if (import.meta.main) {
     );
     trainSteps.push(result);
   }
-  const report = markdown(gpu.describe(), gemm, trainSteps, values.quick!);
+  const sources = values["skip-sources"]
+    ? []
+    : await benchSources({ seconds: values.quick ? 2 : 5 });
+  for (const s of sources) {
+    console.error(`source ${s.source}: ${Math.round(s.tokens_per_s)} activations/s`);
+  }
+  const report = markdown(gpu.describe(), gemm, trainSteps, sources, values.quick!);
   await Deno.writeTextFile(values.md!, report);
   await Deno.writeTextFile(
     values.json!,
     JSON.stringify(
-      { adapter: gpu.describe(), quick: values.quick, gemm, train_steps: trainSteps },
+      { adapter: gpu.describe(), quick: values.quick, gemm, train_steps: trainSteps, sources },
       null,
       2,
     ) + "\n",
