@@ -42,6 +42,9 @@ Deno.test(
     const config = parseRunConfig(raw);
     const straight = await runTraining(gpu, config, { outDir: await Deno.makeTempDir() });
     assert.equal(straight.steps, 30);
+    const saved = JSON.parse(await Deno.readTextFile(`${straight.saeDir}/cfg.json`));
+    assert.equal(saved.metadata.hook_name, "blocks.1.hook_resid_post");
+    assert.equal(saved.metadata.model_name, raw.data.model_name);
     const outDir = await Deno.makeTempDir();
     await runTraining(gpu, config, { outDir, stopAfterSteps: 10 });
     const resumed = await runTraining(gpu, config, { outDir, resume: true });

@@ -61,6 +61,18 @@ export function assertFinite(batch: Float32Array, dIn: number, step: number): vo
   }
 }
 
+/** SAELens's cfg.json `metadata`: the config's own plus where the activations came from. */
+function saeMetadata(config: RunConfig): Record<string, unknown> {
+  const own = (config.sae as { metadata?: Record<string, unknown> }).metadata ?? {};
+  const data = config.data as Record<string, unknown>;
+  const fromSource = Object.fromEntries(
+    ["model_name", "hook_name", "context_size", "prepend_bos", "dataset_path"]
+      .filter((key) => data[key] !== undefined)
+      .map((key) => [key, data[key]]),
+  );
+  return { ...own, ...fromSource };
+}
+
 export async function runTraining(
   gpu: Gpu,
   config: RunConfig,
@@ -156,7 +168,7 @@ export async function runTraining(
     result.saeDir = join(options.outDir, "sae");
     // After folding, the saved SAE takes raw activations: its normalisation is "none".
     const normalize = scalingFactor === 1 ? cfg.normalize_activations ?? "none" : "none";
-    const savedCfg = { ...cfg, normalize_activations: normalize };
+    const savedCfg = { ...cfg, normalize_activations: normalize, metadata: saeMetadata(config) };
     const inference = arch.toInference(savedCfg, folded, state);
     await saveSaeDirectory(result.saeDir, inference, savedCfg, sparsity);
     const heldOut: Float32Array[] = [];
