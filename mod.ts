@@ -6,7 +6,7 @@
  * ```ts
  * import { Gpu, loadSae } from "./mod.ts";
  * const gpu = await Gpu.acquire();
- * const sae = await loadSae(gpu, "runs/default/sae");
+ * const sae = await loadSae(gpu, "runs/topk-20261123-235959/sae");
  * const acts = await sae.encode(new Float32Array(sae.dIn * 4), 4); // [4, d_sae]
  * ```
  * @module

@@ -158,3 +158,23 @@ Deno.test("non-finite activations are rejected with the step, row and column", (
   batch[21] = Infinity;
   assert.throws(() => assertFinite(batch, 16, 0), /Infinity at row 1, column 5/);
 });
+
+Deno.test(
+  "a new run refuses a directory that already holds one (no silent overwrite)",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const config = parseRunConfig({
+      ...tiny("topk", { k: 4 }),
+      trainer: { ...tiny("topk").trainer, total_training_samples: 64 * 16 },
+    });
+    const outDir = await Deno.makeTempDir();
+    await runTraining(gpu, config, { outDir });
+    const before = await Deno.readFile(join(outDir, "sae", "sae_weights.safetensors"));
+    await assert.rejects(
+      () => runTraining(gpu, config, { outDir }),
+      /already holds a run.*--resume/,
+    );
+    assert.deepEqual(await Deno.readFile(join(outDir, "sae", "sae_weights.safetensors")), before);
+  },
+);

@@ -11,7 +11,7 @@ import { runTraining } from "../train/run.ts";
 
 const USAGE = `usage: deno task train [--config FILE] [--out DIR] [--resume] [--stop-after STEPS]
   --config FILE      JSON run config (sae, trainer: SAELens field names; data; see README)
-  --out DIR          output directory (default runs/<architecture>)
+  --out DIR          output directory (default runs/<architecture>-<date>-<time>)
   --resume           continue from the newest checkpoint in DIR/checkpoints (uses DIR/run.json)
   --stop-after N     stop after N steps in total and checkpoint (resume later)`;
 
@@ -62,7 +62,8 @@ async function main(): Promise<void> {
     return;
   }
   const config = await loadConfig(values.config, values.out, values.resume!);
-  const outDir = values.out ?? `runs/${config.sae.architecture}`;
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-");
+  const outDir = values.out ?? `runs/${config.sae.architecture}-${stamp}`;
   const gpu = await Gpu.acquire();
   const interactive = Deno.stderr.isTerminal();
   const encoder = new TextEncoder();

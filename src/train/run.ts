@@ -3,6 +3,7 @@
  * and the final SAE in SAELens's layout. `deno task train` is a thin CLI over `runTraining`.
  */
 import { join } from "node:path";
+import { ConfigError } from "../config/errors.ts";
 import type { RunConfig } from "../config/run.ts";
 import { openSource } from "../data/sources.ts";
 import { SyntheticSource } from "../data/synthetic.ts";
@@ -83,9 +84,16 @@ export async function runTraining(
   const batchSize = config.trainer.train_batch_size_samples;
   const source = openSource(config, cfg.d_in);
   const checkpointDir = join(options.outDir, "checkpoints");
+  const runFile = join(options.outDir, "run.json");
+  if (!options.resume && await Deno.stat(runFile).then(() => true, () => false)) {
+    throw new ConfigError([
+      `${options.outDir} already holds a run (${runFile}); continue it with --resume or choose ` +
+      "another --out (a new run never overwrites an earlier one)",
+    ]);
+  }
   await Deno.mkdir(options.outDir, { recursive: true });
   await Deno.writeTextFile(
-    join(options.outDir, "run.json"),
+    runFile,
     JSON.stringify(config, null, 2) + "\n",
   );
 
