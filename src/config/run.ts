@@ -40,7 +40,10 @@ const SyntheticSourceSchema = z.strictObject({
  */
 const ModelSourceSchema = z.strictObject({
   source: z.literal("model"),
-  /** Local model directory, Hugging Face layout: config.json, tokenizer*.json, onnx/model.onnx. */
+  /**
+   * A local model directory in Hugging Face layout (config.json, tokenizer*.json,
+   * onnx/model.onnx), or a hub repo id (org/name) downloaded once into a local cache.
+   */
   model_name: z.string().min(1),
   /** SAELens hook name: blocks.L.hook_resid_pre, blocks.L.hook_resid_mid, blocks.L.hook_resid_post. */
   hook_name: z.string().regex(/^blocks\.\d+\.hook_resid_(pre|mid|post)$/, {

@@ -14,7 +14,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { resolve } from "node:path";
+import { resolveModelDirectory } from "../lm/hub.ts";
 import { HookedLm, LmTokenizer } from "../lm/model.ts";
 import {
   BufferedActivationSource,
@@ -33,7 +33,7 @@ import {
 
 /** Fields both LM sources share (SAELens names). */
 export interface LmSourceConfig {
-  /** Local model directory (Hugging Face layout with onnx/model.onnx). */
+  /** Local model directory (Hugging Face layout, onnx/model.onnx) or hub repo id (lm/hub.ts). */
   model_name: string;
   /** `blocks.L.hook_resid_pre|mid|post`. */
   hook_name: string;
@@ -77,7 +77,7 @@ abstract class LmSource extends BufferedActivationSource {
   /** Loads the tokenizer and the model, checks the width. */
   protected async openLm(): Promise<LmTokenizer> {
     const cfg = this.cfg;
-    const dir = resolve(cfg.model_name);
+    const dir = await resolveModelDirectory(cfg.model_name);
     const tokenizer = await LmTokenizer.load(dir);
     const lm = await HookedLm.load(dir, { hookName: cfg.hook_name, threads: cfg.threads });
     if (lm.dModel !== this.dIn) {

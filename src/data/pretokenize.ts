@@ -11,8 +11,8 @@
  *     [--begin_sequence_token none] [--sequence_separator_token bos] [--shard_rows 65536]
  * @module
  */
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { resolveModelDirectory } from "../lm/hub.ts";
 import { LmTokenizer } from "../lm/model.ts";
 import { Rng } from "../util/rng.ts";
 import { TOKENS_FORMAT, vocabHash } from "./model_source.ts";
@@ -62,7 +62,7 @@ function resolveToken(
 
 /** Tokenizes, packs, shuffles and writes the shards; returns the manifest. */
 export async function pretokenize(cfg: PretokenizeConfig): Promise<ShardManifest> {
-  const tok = await LmTokenizer.load(resolve(cfg.tokenizer_name));
+  const tok = await LmTokenizer.load(await resolveModelDirectory(cfg.tokenizer_name));
   const opts = {
     contextSize: cfg.context_size,
     beginBatchToken: resolveToken(tok, cfg.begin_batch_token, "begin_batch_token"),

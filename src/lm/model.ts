@@ -3,7 +3,7 @@
  * `tokenizer_config.json`, `onnx/model.onnx`) through transformers.js, with one residual-stream
  * hook point exposed: the ONNX graph is patched in memory (see `hook_points.ts`) so the hook's
  * value is a graph output and nothing after it is computed, then run by transformers.js's model
- * class on onnxruntime-node (CPU).
+ * class on onnxruntime-node (CPU). A hub repo id is turned into such a directory by `hub.ts`.
  *
  * transformers.js is imported lazily, so runs that use no language model never load
  * onnxruntime's native library. Deno needs `--allow-read --allow-write --allow-env --allow-ffi`
@@ -109,7 +109,7 @@ export async function checkModelDirectory(dir: string): Promise<void> {
     throw new ModelLoadError(
       `${dir}: model directory not found (model_name must be a local directory in Hugging Face layout: ${
         MODEL_FILES.join(", ")
-      })`,
+      }; or a hub repo id, org/name)`,
     );
   }
   if (!stat.isDirectory) throw new ModelLoadError(`${dir}: model_name must be a directory`);
