@@ -1,12 +1,14 @@
 /**
  * `deno task bench [--quick] [--arch A,B] [--batch N] [--d-in N] [--d-sae N] [--k N]
- * [--steps N] [--json FILE] [--md FILE] [--skip-sources]`: GEMM GFLOP/s in the three training
- * layouts, train-step tokens/s per architecture and activation-source throughput; writes a
- * Markdown report and a JSON file.
+ * [--steps N] [--json FILE] [--md FILE] [--skip-sources] [--skip-torch]`: GEMM GFLOP/s in the
+ * three training layouts, train-step tokens/s per architecture next to a same-run PyTorch
+ * dense-step baseline (`bench/torch_baseline.py`, when a Python with torch is present) and
+ * activation-source throughput; writes a Markdown report and a JSON file.
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
 import { architectureNames } from "../src/saes/registry.ts";
+import { type TorchBaseline, torchBaseline } from "./baseline.ts";
 import { benchGemm, type GemmResult } from "./gemm.ts";
 import { benchSources, type SourceResult } from "./sources.ts";
 import { benchTrainStep, type TrainStepResult } from "./train_step.ts";
@@ -36,8 +38,30 @@ function markdown(
   steps: TrainStepResult[],
   sources: SourceResult[],
   quick: boolean,
+  torch: TorchBaseline,
 ): string {
   const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+  const peer = (s: TrainStepResult) => torch.results.find((t) => t.arch === s.arch);
+  const withTorch = torch.available;
+  const torchCells = (s: TrainStepResult) => {
+    if (!withTorch) return "";
+    const t = peer(s);
+    return t
+      ? ` ${Math.round(t.tokens_per_s)} | ${(s.tokens_per_s / t.tokens_per_s).toFixed(2)} |`
+      : " – | – |";
+  };
+  const env = Object.entries(torch.env ?? {}).map(([k, v]) =>
+    v === null ? `${k} unset` : `${k}=${v}`
+  );
+  const torchLine = withTorch
+    ? `- PyTorch baseline (same run, \`bench/torch_baseline.py\`: dense SAELens 6.18 step, autograd, clip_grad_norm_ 1.0, Adam; AuxK with ${
+      ((torch.dead_fraction ?? 0) * 100).toFixed(1)
+    }% latents dead): torch ${torch.torch_version} on ${torch.python}, ${torch.threads} threads, BLAS ${torch.blas}; ${
+      env.join(", ")
+    }; its [${torch.gemm?.m}×${torch.gemm?.k}]·[${torch.gemm?.k}×${torch.gemm?.n}] GEMM ${
+      torch.gemm?.gflops.toFixed(1)
+    } GFLOP/s. Ratio = ours / torch.`
+    : `- PyTorch baseline: not run (${torch.reason})`;
   return [
     `# webgpu-sae benchmark${quick ? " (quick)" : ""}`,
     "",
@@ -56,13 +80,17 @@ function markdown(
     "",
     "## Train step (forward, losses, backward, bookkeeping, clip, Adam)",
     "",
-    "| architecture | batch | d_in | d_sae | k | tokens/s | ms/step | peak GPU buffers (MiB) |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    `| architecture | batch | d_in | d_sae | k | tokens/s | ms/step | peak GPU buffers (MiB) |${
+      withTorch ? " PyTorch tokens/s | ratio |" : ""
+    }`,
+    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${withTorch ? " ---: | ---: |" : ""}`,
     ...steps.map((s) =>
       `| ${s.arch} | ${s.batch} | ${s.d_in} | ${s.d_sae} | ${s.k} | ${
         Math.round(s.tokens_per_s)
-      } | ${s.ms_per_step.toFixed(1)} | ${mib(s.peak_buffer_bytes)} |`
+      } | ${s.ms_per_step.toFixed(1)} | ${mib(s.peak_buffer_bytes)} |${torchCells(s)}`
     ),
+    "",
+    torchLine,
     "",
     "## Activation sources (tiny GPT-2 fixture, blocks.1.hook_resid_post, CPU onnxruntime)",
     "",
@@ -87,6 +115,7 @@ if (import.meta.main) {
       json: { type: "string", default: "bench/report.json" },
       md: { type: "string", default: "bench/report.md" },
       "skip-sources": { type: "boolean", default: false },
+      "skip-torch": { type: "boolean", default: false },
     },
   });
   const preset = values.quick ? QUICK : FULL;
@@ -115,18 +144,33 @@ if (import.meta.main) {
     );
     trainSteps.push(result);
   }
+  const torch: TorchBaseline = values["skip-torch"]
+    ? { available: false, reason: "skipped (--skip-torch)", results: [] }
+    : await torchBaseline(shape, archs);
+  if (torch.available) {
+    for (const t of torch.results) {
+      console.error(`torch ${t.arch}: ${Math.round(t.tokens_per_s)} tokens/s`);
+    }
+  } else console.error(`torch baseline: not run (${torch.reason})`);
   const sources = values["skip-sources"]
     ? []
     : await benchSources({ seconds: values.quick ? 2 : 5 });
   for (const s of sources) {
     console.error(`source ${s.source}: ${Math.round(s.tokens_per_s)} activations/s`);
   }
-  const report = markdown(gpu.describe(), gemm, trainSteps, sources, values.quick!);
+  const report = markdown(gpu.describe(), gemm, trainSteps, sources, values.quick!, torch);
   await Deno.writeTextFile(values.md!, report);
   await Deno.writeTextFile(
     values.json!,
     JSON.stringify(
-      { adapter: gpu.describe(), quick: values.quick, gemm, train_steps: trainSteps, sources },
+      {
+        adapter: gpu.describe(),
+        quick: values.quick,
+        gemm,
+        train_steps: trainSteps,
+        torch_baseline: torch,
+        sources,
+      },
       null,
       2,
     ) + "\n",
