@@ -3,7 +3,9 @@
 // variant compiles to straight-line code. The *4 entry points handle four elements per
 // invocation (vec4 loads and stores, ~2x faster on llvmpipe); they need n and (for row/column
 // broadcasts) cols to be multiples of 4. The op table is written once, on vec4s.
-struct Params { n: u32, cols: u32, alpha: f32, beta: f32 }
+// Tensors larger than one binding are processed in chunks: n is the chunk's length and offset the
+// index of its first element in the whole tensor (row/column broadcasts index b by it).
+struct Params { n: u32, cols: u32, offset: u32, _pad: u32, alpha: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -21,8 +23,8 @@ override BCAST: u32 = 0u;
 fn b_at(i: u32) -> f32 {
   switch BCAST {
     case 0u: { return b[i]; }
-    case 1u: { return b[i % p.cols]; }
-    case 2u: { return b[i / p.cols]; }
+    case 1u: { return b[(p.offset + i) % p.cols]; }
+    case 2u: { return b[(p.offset + i) / p.cols]; }
     default: { return b[0]; }
   }
 }
@@ -32,8 +34,11 @@ fn b4_at(i: u32) -> vec4<f32> {
   let j = 4u * i;
   switch BCAST {
     case 0u: { return vec4<f32>(b[j], b[j + 1u], b[j + 2u], b[j + 3u]); }
-    case 1u: { let c = j % p.cols; return vec4<f32>(b[c], b[c + 1u], b[c + 2u], b[c + 3u]); }
-    case 2u: { return vec4<f32>(b[j / p.cols]); }
+    case 1u: {
+      let c = (p.offset + j) % p.cols;
+      return vec4<f32>(b[c], b[c + 1u], b[c + 2u], b[c + 3u]);
+    }
+    case 2u: { return vec4<f32>(b[(p.offset + j) / p.cols]); }
     default: { return vec4<f32>(b[0]); }
   }
 }

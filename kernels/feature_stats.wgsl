@@ -10,7 +10,13 @@
 // summarize (one workgroup), into metrics[offset .. offset+6]:
 //   [l0, explained_variance, explained_variance_legacy, explained_variance_legacy_std,
 //    dead_features, mean_passes_since_fired]
-struct Params { rows: u32, cols: u32, width: u32, flag: u32, window: f32, _p0: f32, _p1: f32, _p2: f32 }
+// Activations larger than one binding come in chunks of whole rows: `rows` rows from global row
+// `row0`, the first at acts[shift]. update's flag: bit 0 reset, bit 1 a chunk after the first
+// (continue the counts: no reset, no increment of passes, only clear it where the chunk fires).
+struct Params {
+  rows: u32, cols: u32, width: u32, flag: u32, row0: u32, shift: u32, _u0: u32, _u1: u32,
+  window: f32, _p0: f32, _p1: f32, _p2: f32,
+}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> acts: array<f32>;
 @group(0) @binding(2) var<storage, read_write> act_freq: array<f32>;
@@ -44,11 +50,12 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (j >= p.cols) { return; }
   var n = 0u;
   for (var r = 0u; r < p.rows; r++) {
-    if (acts[r * p.cols + j] != 0.0) { n += 1u; }
+    if (acts[p.shift + r * p.cols + j] != 0.0) { n += 1u; }
   }
-  let previous = select(act_freq[j], 0.0, p.flag != 0u);
+  let later = (p.flag & 2u) != 0u;
+  let previous = select(act_freq[j], 0.0, p.flag == 1u);
   act_freq[j] = previous + f32(n);
-  let since = select(passes[j] + 1.0, 0.0, n > 0u);
+  let since = select(select(passes[j] + 1.0, passes[j], later), 0.0, n > 0u);
   passes[j] = since;
   dead[j] = select(0.0, 1.0, since > p.window);
 }
@@ -64,24 +71,26 @@ fn row_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   var tv = 0.0;
   var nnz = 0.0;
   if (valid) {
+    let rx = p.row0 + r;
     for (var d = lid; d < p.width; d += WG) {
-      let xv = x[r * p.width + d];
-      let err = out[r * p.width + d] - xv;
+      let xv = x[rx * p.width + d];
+      let err = out[rx * p.width + d] - xv;
       let centred = xv - x_mean[d];
       sse += err * err;
       tv += centred * centred;
     }
     for (var j = lid; j < p.cols; j += WG) {
-      if (acts[r * p.cols + j] != 0.0) { nnz += 1.0; }
+      if (acts[p.shift + r * p.cols + j] != 0.0) { nnz += 1.0; }
     }
   }
   sse = workgroup_sum(sse, lid);
   tv = workgroup_sum(tv, lid);
   nnz = workgroup_sum(nnz, lid);
   if (lid == 0u && valid) {
-    stats[3u * r] = sse;
-    stats[3u * r + 1u] = tv;
-    stats[3u * r + 2u] = nnz;
+    let rs = p.row0 + r;
+    stats[3u * rs] = sse;
+    stats[3u * rs + 1u] = tv;
+    stats[3u * rs + 2u] = nnz;
   }
 }
 

@@ -14,8 +14,12 @@
 //     dt += pre_scale·dead·n, dn += pre_scale·relu(t - h)·dead where t > h.
 //   Writes dh over g, adds dt·t to d_log_t (d exp(x)/dx = exp(x)), and writes dn and the
 //   per-column loss sums (already scaled) to col_out = [dn | l0 | pre].
+// Tensors larger than one binding come in chunks. forward: n values from global element
+// `offset`. backward: `rows` rows from global row `row0`, the first at h[shift] and g[shift];
+// chunks after the first add their per-column sums into col_out.
 struct Params {
-  rows: u32, cols: u32, bandwidth: f32, l0_scale: f32, tanh_scale: f32, pre_scale: f32,
+  rows: u32, cols: u32, offset: u32, row0: u32, n: u32, shift: u32, _u0: u32, _u1: u32,
+  bandwidth: f32, l0_scale: f32, tanh_scale: f32, pre_scale: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> h: array<f32>;
@@ -36,9 +40,9 @@ override PRE_ACT: bool = false;
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= p.rows * p.cols) { return; }
+  if (i >= p.n) { return; }
   let x = h[i];
-  acts[i] = select(0.0, x, x > t[i % p.cols]);
+  acts[i] = select(0.0, x, x > t[(p.offset + i) % p.cols]);
 }
 
 // tanh without the overflow of (e^x - e^-x)/(e^x + e^-x) or its cancellation near 0.
@@ -64,7 +68,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   var l0 = 0.0;
   var pre = 0.0;
   for (var r = 0u; r < p.rows; r++) {
-    let i = r * p.cols + c;
+    let i = p.shift + r * p.cols + c;
     let x = h[i];
     let on = x > tc;
     var gv = g[i];
@@ -97,7 +101,8 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     g[i] = dh;
   }
   d_log_t[c] += dt * tc;
-  col_out[c] = dn;
-  col_out[p.cols + c] = p.l0_scale * l0;
-  col_out[2u * p.cols + c] = p.pre_scale * pre;
+  let later = p.row0 > 0u;
+  col_out[c] = dn + select(0.0, col_out[c], later);
+  col_out[p.cols + c] = p.l0_scale * l0 + select(0.0, col_out[p.cols + c], later);
+  col_out[2u * p.cols + c] = p.pre_scale * pre + select(0.0, col_out[2u * p.cols + c], later);
 }

@@ -2,7 +2,9 @@
 // rows_main: out[r] = sum_j f(a[r, j]) with one workgroup per row (strided partial sums, then a
 //   tree in workgroup memory). F: 0 identity, 1 square, 2 abs, 3 count(x > alpha), 4 |x|^alpha.
 // cols_main: out[j] = sum_r a[r, j], one invocation per column walking rows in order (coalesced).
-struct Params { rows: u32, cols: u32, alpha: f32, _pad: f32 }
+// Matrices larger than one binding come in chunks of whole rows: `rows` rows starting at global
+// row `row0`, whose first value is a[shift]. cols_main adds later chunks to the running sums.
+struct Params { rows: u32, cols: u32, row0: u32, shift: u32, alpha: f32, _pad: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -29,7 +31,7 @@ fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   let valid = r < p.rows;
   var acc = 0.0;
   if (valid) {
-    let base = r * p.cols;
+    let base = p.shift + r * p.cols;
     for (var j = lid; j < p.cols; j += WG) { acc += f(a[base + j]); }
   }
   partial[lid] = acc;
@@ -38,14 +40,14 @@ fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (lid < stride) { partial[lid] += partial[lid + stride]; }
     workgroupBarrier();
   }
-  if (lid == 0u && valid) { out[r] = partial[0]; }
+  if (lid == 0u && valid) { out[p.row0 + r] = partial[0]; }
 }
 
 @compute @workgroup_size(256)
 fn cols_main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = gid.x;
   if (j >= p.cols) { return; }
-  var acc = 0.0;
-  for (var r = 0u; r < p.rows; r++) { acc += a[r * p.cols + j]; }
+  var acc = select(0.0, out[j], p.row0 > 0u);
+  for (var r = 0u; r < p.rows; r++) { acc += a[p.shift + r * p.cols + j]; }
   out[j] = acc;
 }

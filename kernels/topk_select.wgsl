@@ -3,7 +3,9 @@
 // int(k * rows) over all values). Counting uses integer atomics, so results are deterministic.
 // Elements equal to the k-th value are all kept (exact float ties are the only way to keep more
 // than k; for BatchTopK the tied values are ReLU zeros, which change neither output nor gradient).
-struct Params { segments: u32, seg_len: u32, k: u32, pass_index: u32 }
+// Tensors larger than one binding come in chunks (whole rows, or a slice of the one batch-wide
+// segment): `values` and `out` are bound from an aligned offset and the chunk starts at `offset`.
+struct Params { segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> values: array<f32>;
 @group(0) @binding(2) var<storage, read_write> hist: array<atomic<u32>>;
@@ -46,7 +48,7 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   // Bits already fixed by earlier passes; none on the first pass.
   let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), p.pass_index > 0u);
   let prefix = state[3u * seg];
-  let base = seg * p.seg_len;
+  let base = p.offset + seg * p.seg_len;
   let start = wid.x * 256u * ITEMS + lid;
   for (var t = 0u; t < ITEMS; t++) {
     let j = start + t * 256u;
@@ -89,8 +91,8 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * 256u + lid;
   if (i >= p.segments * p.seg_len) { return; }
-  let v = values[i];
+  let v = values[p.offset + i];
   let seg = i / p.seg_len;
   let kept = select(v, max(v, 0.0), RELU_OUTPUT);
-  out[i] = select(0.0, kept, state[3u * seg + 2u] > 0u && key_of(v) >= state[3u * seg]);
+  out[p.offset + i] = select(0.0, kept, state[3u * seg + 2u] > 0u && key_of(v) >= state[3u * seg]);
 }

@@ -63,6 +63,8 @@ export class Gpu {
   /** Bytes currently held in live tensors and their peak, for memory reports. */
   liveBytes = 0;
   peakBytes = 0;
+  /** Tests only: pretend storage bindings hold at most this many bytes (forces chunking). */
+  maxBindingOverride: number | undefined = undefined;
 
   private constructor(device: GPUDevice, info: GPUAdapterInfo) {
     this.device = device;
@@ -93,6 +95,11 @@ export class Gpu {
 
   get limits(): GPUSupportedLimits {
     return this.device.limits;
+  }
+
+  /** Bytes one storage binding may hold (the device limit unless a test overrides it). */
+  get maxBindingBytes(): number {
+    return this.maxBindingOverride ?? this.limits.maxStorageBufferBindingSize;
   }
 
   /** One line naming the adapter, for reports. */

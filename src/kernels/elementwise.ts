@@ -1,4 +1,5 @@
 /** Elementwise kernels (`kernels/binary.wgsl`, `kernels/unary.wgsl`) with broadcasting. */
+import { bind, chunks } from "../gpu/chunks.ts";
 import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { params, wgsl } from "./source.ts";
@@ -86,9 +87,14 @@ export function binary(
   const entry = (inPlace ? "in_place" : "main") + (vec4 ? "4" : "");
   const constants = { OP: BINARY_OPS[op], BCAST: BROADCAST[bcast] };
   const kernel = gpu.kernel("binary", wgsl("binary"), entry, constants);
-  const uniforms = params([a.size, a.cols], [options.alpha ?? 1, options.beta ?? 1]);
-  const threads = vec4 ? a.size / 4 : a.size;
-  gpu.dispatch(kernel, inPlace ? [a, b] : [a, b, out], grid1d(threads), uniforms);
+  // Tensors over one binding go in aligned chunks; `b` is chunked with them only when full-size.
+  for (const c of chunks(gpu, a.size, 1, { multiple: 4, aligned: true })) {
+    const bb = bcast === "full" ? bind(b, c) : b;
+    const uniforms = params([c.count, a.cols, c.first, 0], [options.alpha ?? 1, options.beta ?? 1]);
+    const threads = vec4 ? c.count / 4 : c.count;
+    const bindings = inPlace ? [bind(a, c), bb] : [bind(a, c), bb, bind(out, c)];
+    gpu.dispatch(kernel, bindings, grid1d(threads), uniforms);
+  }
   return out;
 }
 
@@ -100,7 +106,10 @@ export function unary(op: UnaryOp, a: Tensor, options: ElementwiseOptions = {}):
   const vec4 = a.size % 4 === 0;
   const entry = (inPlace ? "in_place" : "main") + (vec4 ? "4" : "");
   const kernel = gpu.kernel("unary", wgsl("unary"), entry, { OP: UNARY_OPS[op] });
-  const uniforms = params([a.size, 0], [options.alpha ?? 0, options.beta ?? 0]);
-  gpu.dispatch(kernel, inPlace ? [a] : [a, out], grid1d(vec4 ? a.size / 4 : a.size), uniforms);
+  for (const c of chunks(gpu, a.size, 1, { multiple: 4, aligned: true })) {
+    const uniforms = params([c.count, 0], [options.alpha ?? 0, options.beta ?? 0]);
+    const bindings = inPlace ? [bind(a, c)] : [bind(a, c), bind(out, c)];
+    gpu.dispatch(kernel, bindings, grid1d(vec4 ? c.count / 4 : c.count), uniforms);
+  }
   return out;
 }

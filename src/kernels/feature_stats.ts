@@ -2,6 +2,7 @@
  * Per-latent bookkeeping of SAELens's `SAETrainer` and the row statistics of its training log
  * (`kernels/feature_stats.wgsl`). Everything stays on the GPU.
  */
+import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
@@ -30,12 +31,16 @@ export function updateFeatureCounters(
   const gpu = featureActs.gpu;
   const { actFreqScores, passesSinceFired, deadMask } = counters;
   const kernel = gpu.kernel("feature_stats", wgsl("feature_stats"), "update");
-  gpu.dispatch(
-    kernel,
-    [featureActs, actFreqScores, passesSinceFired, deadMask],
-    [groups(featureActs.cols, 256)],
-    params([featureActs.rows, featureActs.cols, 0, reset ? 1 : 0], [deadFeatureWindow, 0, 0, 0]),
-  );
+  // Big activations go in chunks of whole rows; chunks after the first continue the counts.
+  for (const c of chunks(gpu, featureActs.rows, featureActs.cols)) {
+    const flag = (reset ? 1 : 0) | (c.first > 0 ? 2 : 0);
+    gpu.dispatch(
+      kernel,
+      [bind(featureActs, c), actFreqScores, passesSinceFired, deadMask],
+      [groups(featureActs.cols, 256)],
+      params([c.count, featureActs.cols, 0, flag, 0, c.shift, 0, 0], [deadFeatureWindow, 0, 0, 0]),
+    );
+  }
 }
 
 /**
@@ -51,12 +56,15 @@ export function rowStatistics(
   const gpu = x.gpu;
   const stats = gpu.empty([x.rows, 3]);
   const kernel = gpu.kernel("feature_stats", wgsl("feature_stats"), "row_stats");
-  gpu.dispatch(
-    kernel,
-    [featureActs, undefined, undefined, undefined, x, saeOut, xMean, stats],
-    grid1d(x.rows * 256),
-    params([x.rows, featureActs.cols, x.cols, 0], [0, 0, 0, 0]),
-  );
+  // Big activations go in chunks of whole rows.
+  for (const c of chunks(gpu, x.rows, featureActs.cols)) {
+    gpu.dispatch(
+      kernel,
+      [bind(featureActs, c), undefined, undefined, undefined, x, saeOut, xMean, stats],
+      grid1d(c.count * 256),
+      params([c.count, featureActs.cols, x.cols, 0, c.first, c.shift, 0, 0], [0, 0, 0, 0]),
+    );
+  }
   return stats;
 }
 
@@ -90,6 +98,6 @@ export function summarizeStatistics(
       out,
     ],
     [1],
-    params([stats.rows, counters.deadMask.size, 0, offset], [0, 0, 0, 0]),
+    params([stats.rows, counters.deadMask.size, 0, offset, 0, 0, 0, 0], [0, 0, 0, 0]),
   );
 }

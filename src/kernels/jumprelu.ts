@@ -1,4 +1,5 @@
 /** JumpReLU SAE kernels (`kernels/jumprelu.wgsl`): the thresholded forward and fused backward. */
+import { bind, type Chunk, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
@@ -25,9 +26,11 @@ export interface JumpReluBackward {
   preActLoss: Tensor;
 }
 
-function uniforms(h: Tensor, o?: JumpReluLossOptions): ArrayBuffer {
+/** Chunk fields: forward takes element chunks, backward chunks of whole rows. */
+function uniforms(h: Tensor, c: Chunk, o?: JumpReluLossOptions): ArrayBuffer {
   const f32s = o ? [o.bandwidth, o.l0Scale, o.tanhScale, o.preActScale ?? 0] : [1, 0, 0, 0];
-  return params([h.rows, h.cols], f32s);
+  const rows = c.unit === 1 ? h.rows : c.count;
+  return params([rows, h.cols, c.first * c.unit, c.first, c.count, c.shift, 0, 0], f32s);
 }
 
 /** f = h where h > threshold (per column, strict), else 0. */
@@ -35,7 +38,10 @@ export function jumpReluForward(h: Tensor, threshold: Tensor): Tensor {
   const gpu = h.gpu;
   const out = gpu.empty(h.shape);
   const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "forward");
-  gpu.dispatch(kernel, [h, threshold, undefined, undefined, out], grid1d(h.size), uniforms(h));
+  for (const c of chunks(gpu, h.size, 1, { aligned: true })) {
+    const bindings = [bind(h, c), threshold, undefined, undefined, bind(out, c)];
+    gpu.dispatch(kernel, bindings, grid1d(c.count), uniforms(h, c));
+  }
   return out;
 }
 
@@ -59,8 +65,12 @@ export function jumpReluBackward(
     TANH: options.mode === "tanh" ? 1 : 0,
     PRE_ACT: options.preActScale === null ? 0 : 1,
   });
-  const bindings = [h, threshold, decoderNorms, deadMask, grad, dLogThreshold, colOut];
-  gpu.dispatch(kernel, bindings, [groups(cols, 256)], uniforms(h, options));
+  // Big matrices go in chunks of whole rows; later chunks add into the per-column results.
+  for (const c of chunks(gpu, h.rows, cols)) {
+    const [hc, gc] = [bind(h, c), bind(grad, c)];
+    const bindings = [hc, threshold, decoderNorms, deadMask, gc, dLogThreshold, colOut];
+    gpu.dispatch(kernel, bindings, [groups(cols, 256)], uniforms(h, c, options));
+  }
   const sums = reduceRows(colOut); // [Σ dn (unused), l0, pre_act]
   const dNorms = gpu.empty([cols]);
   const l0Loss = gpu.empty([1]);

@@ -1,4 +1,5 @@
 /** Row p-norms and their gradient (`kernels/lp_norm.wgsl`). */
+import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d, unary } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
@@ -14,7 +15,7 @@ export function rowLpNorms(v: Tensor, p: number): Tensor {
     gpu.kernel("lp_norm", wgsl("lp_norm"), "finish_norm"),
     [sums],
     [groups(v.rows, 256)],
-    params([v.rows, v.cols], [p, 1]),
+    params([v.rows, v.cols, 0, 0], [p, 1]),
   );
   return sums;
 }
@@ -23,11 +24,10 @@ export function rowLpNorms(v: Tensor, p: number): Tensor {
 export function rowLpNormsBackward(v: Tensor, rowNorms: Tensor, p: number, scale: number): Tensor {
   const gpu = v.gpu;
   const out = gpu.empty(v.shape);
-  gpu.dispatch(
-    gpu.kernel("lp_norm", wgsl("lp_norm"), "backward"),
-    [v, rowNorms, out],
-    grid1d(v.size),
-    params([v.rows, v.cols], [p, scale]),
-  );
+  const kernel = gpu.kernel("lp_norm", wgsl("lp_norm"), "backward");
+  for (const c of chunks(gpu, v.size, 1, { aligned: true })) {
+    const uniforms = params([v.rows, v.cols, c.first, c.count], [p, scale]);
+    gpu.dispatch(kernel, [bind(v, c), rowNorms, bind(out, c)], grid1d(c.count), uniforms);
+  }
   return out;
 }

@@ -1,4 +1,5 @@
 /** Row and column reductions (`kernels/reduce.wgsl`). */
+import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
@@ -12,8 +13,12 @@ export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?:
   const gpu = a.gpu;
   const result = out ?? gpu.empty([a.rows]);
   const kernel = gpu.kernel("reduce", wgsl("reduce"), "rows_main", { F: ROW_FNS[fn] });
-  const [x, y] = grid1d(a.rows * 256);
-  gpu.dispatch(kernel, [a, result], [x, y], params([a.rows, a.cols], [alpha, 0]));
+  // Big matrices go in chunks of whole rows.
+  for (const c of chunks(gpu, a.rows, a.cols)) {
+    const [x, y] = grid1d(c.count * 256);
+    const uniforms = params([c.count, a.cols, c.first, c.shift], [alpha, 0]);
+    gpu.dispatch(kernel, [bind(a, c), result], [x, y], uniforms);
+  }
   return result;
 }
 
@@ -22,7 +27,11 @@ export function reduceCols(a: Tensor, out?: Tensor): Tensor {
   const gpu = a.gpu;
   const result = out ?? gpu.empty([a.cols]);
   const kernel = gpu.kernel("reduce", wgsl("reduce"), "cols_main");
-  gpu.dispatch(kernel, [a, result], [groups(a.cols, 256)], params([a.rows, a.cols], [0, 0]));
+  // Big matrices go in chunks of whole rows; later chunks continue each column's running sum.
+  for (const c of chunks(gpu, a.rows, a.cols)) {
+    const uniforms = params([c.count, a.cols, c.first, c.shift], [0, 0]);
+    gpu.dispatch(kernel, [bind(a, c), result], [groups(a.cols, 256)], uniforms);
+  }
   return result;
 }
 

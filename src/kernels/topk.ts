@@ -3,6 +3,7 @@
  * (BatchTopK), returning ReLU of the kept values and zeros elsewhere.
  */
 import { GpuError } from "../gpu/device.ts";
+import { bind, type Chunk, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
@@ -29,34 +30,53 @@ function selectTopK(
   }
   if (k === 0) return gpu.zeros(values.shape);
   const out = gpu.empty(values.shape);
-  const hist = gpu.empty([segments * 256], "u32");
-  const state = gpu.empty([segments * 3], "u32");
+  // One segment (the whole batch) streams element chunks through each histogram pass: the
+  // histogram is global, so chunks just add into it. Several segments (rows) go in chunks of
+  // whole rows, each selected independently.
+  const parts = segments === 1
+    ? [{ rows: 1, elementChunks: chunks(gpu, segLen) }]
+    : chunks(gpu, segments, segLen).map((c) => ({ rows: c.count, elementChunks: [c] }));
+  const maxRows = Math.max(...parts.map((part) => part.rows));
+  const hist = gpu.empty([maxRows * 256], "u32");
+  const state = gpu.empty([maxRows * 3], "u32");
   const code = wgsl("topk_select");
   const constants = { K_FROM_BUFFER: options.kLimit ? 1 : 0, RELU_OUTPUT: options.raw ? 0 : 1 };
   // The init entry point always declares the k_limit binding; bind a placeholder when unused.
   const kLimit = options.kLimit ?? gpu.empty([1]);
-  gpu.dispatch(
-    gpu.kernel("topk_select", code, "init", constants),
-    [undefined, hist, state, undefined, kLimit],
-    [groups(segments * 256, 256)],
-    params([segments, segLen, k, 0]),
-  );
-  for (let pass = 0; pass < 4; pass++) {
-    const uniforms = params([segments, segLen, k, pass]);
-    gpu.dispatch(gpu.kernel("topk_select", code, "histogram"), [values, hist, state], [
-      groups(segLen, ITEMS_PER_WORKGROUP),
-      segments,
-    ], uniforms);
-    gpu.dispatch(gpu.kernel("topk_select", code, "choose"), [undefined, hist, state], [
-      groups(segments, 64),
-    ], uniforms);
+  for (const { rows, elementChunks } of parts) {
+    // Values per segment inside one dispatch: a row, or the chunk's share of the batch.
+    const len = (c: Chunk) => (segments === 1 ? c.count : segLen);
+    gpu.dispatch(
+      gpu.kernel("topk_select", code, "init", constants),
+      [undefined, hist, state, undefined, kLimit],
+      [groups(rows * 256, 256)],
+      params([rows, segLen, k, 0, 0]),
+    );
+    for (let pass = 0; pass < 4; pass++) {
+      for (const c of elementChunks) {
+        gpu.dispatch(
+          gpu.kernel("topk_select", code, "histogram"),
+          [bind(values, c), hist, state],
+          [groups(len(c), ITEMS_PER_WORKGROUP), rows],
+          params([rows, len(c), k, pass, c.shift]),
+        );
+      }
+      gpu.dispatch(
+        gpu.kernel("topk_select", code, "choose"),
+        [undefined, hist, state],
+        [groups(rows, 64)],
+        params([rows, segLen, k, pass, 0]),
+      );
+    }
+    for (const c of elementChunks) {
+      gpu.dispatch(
+        gpu.kernel("topk_select", code, "apply", constants),
+        [bind(values, c), undefined, state, bind(out, c)],
+        grid1d(rows * len(c)),
+        params([rows, len(c), k, 0, c.shift]),
+      );
+    }
   }
-  gpu.dispatch(
-    gpu.kernel("topk_select", code, "apply", constants),
-    [values, undefined, state, out],
-    grid1d(values.size),
-    params([segments, segLen, k, 0]),
-  );
   hist.dispose();
   state.dispose();
   if (!options.kLimit) kLimit.dispose();

@@ -1,4 +1,5 @@
 /** Gradient clipping and Adam on the GPU, with torch's arithmetic order. */
+import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "../kernels/elementwise.ts";
 import { reduceAll } from "../kernels/reduce.ts";
@@ -59,12 +60,17 @@ export class Adam {
     for (const [name, p] of Object.entries(this.params)) {
       const gpu = p.gpu;
       const kernel = gpu.kernel("adam", wgsl("adam"));
-      gpu.dispatch(
-        kernel,
-        [p, grads[name], this.expAvg[name], this.expAvgSq[name]],
-        grid1d(p.size),
-        params([p.size, 0], [beta1, beta2, stepSize, bc2Sqrt, eps, 1 - beta1, 1 - beta2, 0, 0, 0]),
-      );
+      const tensors = [p, grads[name], this.expAvg[name], this.expAvgSq[name]];
+      const f32s = [beta1, beta2, stepSize, bc2Sqrt, eps, 1 - beta1, 1 - beta2, 0, 0, 0];
+      // Parameters over one binding are updated in aligned chunks.
+      for (const c of chunks(gpu, p.size, 1, { aligned: true })) {
+        gpu.dispatch(
+          kernel,
+          tensors.map((t) => bind(t, c)),
+          grid1d(c.count),
+          params([c.count, 0], f32s),
+        );
+      }
     }
   }
 }
