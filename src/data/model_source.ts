@@ -74,6 +74,21 @@ abstract class LmSource extends BufferedActivationSource {
     super(kind, cfg, dIn);
   }
 
+  /** The config fields a resumed position must match. */
+  protected fingerprint(): Record<string, unknown> {
+    const c = this.cfg;
+    return {
+      model_name: c.model_name,
+      hook_name: c.hook_name,
+      dataset_path: c.dataset_path,
+      context_size: c.context_size,
+      store_batch_size_prompts: c.store_batch_size_prompts,
+      n_batches_in_buffer: c.n_batches_in_buffer,
+      exclude_special_tokens: c.exclude_special_tokens,
+      seed: c.seed,
+    };
+  }
+
   /** Loads the tokenizer and the model, checks the width. */
   protected async openLm(): Promise<LmTokenizer> {
     const cfg = this.cfg;
@@ -167,19 +182,8 @@ export class ModelActivationSource extends LmSource {
     return [c.epoch, c.doc, c.offset, c.started ? 1 : 0];
   }
 
-  protected fingerprint(): Record<string, unknown> {
-    const c = this.cfg;
-    return {
-      model_name: c.model_name,
-      hook_name: c.hook_name,
-      dataset_path: c.dataset_path,
-      context_size: c.context_size,
-      prepend_bos: c.prepend_bos,
-      store_batch_size_prompts: c.store_batch_size_prompts,
-      n_batches_in_buffer: c.n_batches_in_buffer,
-      exclude_special_tokens: c.exclude_special_tokens,
-      seed: c.seed,
-    };
+  protected override fingerprint(): Record<string, unknown> {
+    return { ...super.fingerprint(), prepend_bos: this.cfg.prepend_bos };
   }
 }
 
@@ -285,19 +289,5 @@ export class PretokenizedActivationSource extends LmSource {
     }
     const acts = await this.lm!.run(tokens, S, ctx);
     return { tokens, acts, next: [epoch, row] };
-  }
-
-  protected fingerprint(): Record<string, unknown> {
-    const c = this.cfg;
-    return {
-      model_name: c.model_name,
-      hook_name: c.hook_name,
-      dataset_path: c.dataset_path,
-      context_size: c.context_size,
-      store_batch_size_prompts: c.store_batch_size_prompts,
-      n_batches_in_buffer: c.n_batches_in_buffer,
-      exclude_special_tokens: c.exclude_special_tokens,
-      seed: c.seed,
-    };
   }
 }
