@@ -1,15 +1,17 @@
 // Exact k-th largest value per segment by 4-pass radix select on order-preserving u32 keys,
 // then a mask/apply pass. A segment is one row (TopK: k per row) or the whole batch (BatchTopK:
 // int(k * rows) over all values). Counting uses integer atomics, so results are deterministic.
-// Elements equal to the k-th value are all kept (exact float ties are the only way to keep more
-// than k; for BatchTopK the tied values are ReLU zeros, which change neither output nor gradient).
+// Exactly k values are kept: when several elements equal the k-th value, four more radix passes
+// over their (inverted) indices keep the lowest-indexed ones, so sparse consumers can size their
+// buffers at k per segment. Those passes do no work unless such a tie exists.
 // Tensors larger than one binding come in chunks (whole rows, or a slice of the one batch-wide
 // segment): `values` and `out` are bound from an aligned offset and the chunk starts at `offset`.
-struct Params { segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32 }
+struct Params { segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32, index0: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> values: array<f32>;
 @group(0) @binding(2) var<storage, read_write> hist: array<atomic<u32>>;
-@group(0) @binding(3) var<storage, read_write> state: array<u32>;   // [segments * 3]: prefix, remaining, k
+// [segments * 6]: value prefix, remaining, k, tie (index) prefix, tie remaining, tie needed.
+@group(0) @binding(3) var<storage, read_write> state: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 // Optional data-dependent k (e.g. the number of dead latents): k = min(p.k, u32(k_limit[0])).
 @group(0) @binding(5) var<storage, read> k_limit: array<f32>;
@@ -18,6 +20,7 @@ override K_FROM_BUFFER: bool = false;
 override RELU_OUTPUT: bool = true;
 
 const ITEMS = 16u;   // values per invocation per histogram workgroup
+const S = 6u;        // state words per segment
 var<workgroup> local_hist: array<atomic<u32>, 256>;
 
 // Larger floats map to larger unsigned keys (negative floats have their bits flipped).
@@ -33,28 +36,38 @@ fn init(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (i < p.segments) {
     var k = p.k;
     if (K_FROM_BUFFER) { k = min(k, u32(k_limit[0])); }
-    state[3u * i] = 0u;
-    state[3u * i + 1u] = k;
-    state[3u * i + 2u] = k;
+    state[S * i] = 0u;
+    state[S * i + 1u] = k;
+    state[S * i + 2u] = k;
+    state[S * i + 3u] = 0u;
+    state[S * i + 4u] = 0u;
+    state[S * i + 5u] = 0u;
   }
 }
 
+// Passes 0-3 fix the k-th value's key 8 bits at a time; passes 4-7 do the same over the
+// inverted indices of the elements equal to it (larger key = lower index).
 @compute @workgroup_size(256)
 fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   atomicStore(&local_hist[lid], 0u);
   workgroupBarrier();
   let seg = wid.y;
-  let shift = 24u - 8u * p.pass_index;
-  // Bits already fixed by earlier passes; none on the first pass.
-  let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), p.pass_index > 0u);
-  let prefix = state[3u * seg];
+  let tie_pass = p.pass_index >= 4u;
+  let digit = p.pass_index % 4u;
+  let shift = 24u - 8u * digit;
+  // Bits already fixed by earlier passes of this kind; none on the first.
+  let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), digit > 0u);
+  let threshold = state[S * seg];
+  let prefix = select(threshold, state[S * seg + 3u], tie_pass);
+  let counting = !tie_pass || state[S * seg + 5u] != 0u;
   let base = p.offset + seg * p.seg_len;
   let start = wid.x * 256u * ITEMS + lid;
-  for (var t = 0u; t < ITEMS; t++) {
+  for (var t = 0u; counting && t < ITEMS; t++) {
     let j = start + t * 256u;
     if (j < p.seg_len) {
-      let key = key_of(values[base + j]);
-      if ((key & fixed_mask) == (prefix & fixed_mask)) {
+      let value_key = key_of(values[base + j]);
+      let key = select(value_key, ~(p.index0 + j), tie_pass);
+      if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie_pass || value_key == threshold)) {
         atomicAdd(&local_hist[(key >> shift) & 0xffu], 1u);
       }
     }
@@ -69,23 +82,32 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
 fn choose(@builtin(global_invocation_id) gid: vec3<u32>) {
   let seg = gid.x;
   if (seg >= p.segments) { return; }
-  let shift = 24u - 8u * p.pass_index;
-  var remaining = state[3u * seg + 1u];
-  var prefix = state[3u * seg];
+  let tie_pass = p.pass_index >= 4u;
+  let shift = 24u - 8u * (p.pass_index % 4u);
+  let slot = select(0u, 3u, tie_pass);
+  var remaining = state[S * seg + slot + 1u];
+  var prefix = state[S * seg + slot];
+  var covering = 0u;
   for (var b = 255i; b >= 0i; b--) {
     let c = atomicLoad(&hist[seg * 256u + u32(b)]);
     if (c >= remaining) {
       prefix = prefix | (u32(b) << shift);
+      covering = c;
       break;
     }
     remaining -= c;
   }
-  state[3u * seg] = prefix;
-  state[3u * seg + 1u] = remaining;
+  state[S * seg + slot] = prefix;
+  state[S * seg + slot + 1u] = remaining;
+  if (p.pass_index == 3u) {
+    // The last value pass: `covering` elements equal the k-th value and `remaining` are kept.
+    state[S * seg + 4u] = remaining;
+    state[S * seg + 5u] = select(0u, 1u, covering > remaining);
+  }
   for (var b = 0u; b < 256u; b++) { atomicStore(&hist[seg * 256u + b], 0u); }
 }
 
-// out = ReLU(v) (or v) where v is at least the segment's k-th largest value, else 0.
+// out = ReLU(v) (or v) for the segment's k largest values (ties by lowest index), else 0.
 @compute @workgroup_size(256)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
@@ -93,6 +115,10 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   if (i >= p.segments * p.seg_len) { return; }
   let v = values[p.offset + i];
   let seg = i / p.seg_len;
+  let key = key_of(v);
+  let threshold = state[S * seg];
+  let tie_kept = state[S * seg + 5u] == 0u || ~(p.index0 + i - seg * p.seg_len) >= state[S * seg + 3u];
+  let selected = state[S * seg + 2u] > 0u && (key > threshold || (key == threshold && tie_kept));
   let kept = select(v, max(v, 0.0), RELU_OUTPUT);
-  out[p.offset + i] = select(0.0, kept, state[3u * seg + 2u] > 0u && key_of(v) >= state[3u * seg]);
+  out[p.offset + i] = select(0.0, kept, selected);
 }

@@ -1,7 +1,8 @@
 /**
- * `deno task parity [--fixtures DIR] [--filter PATTERN] [--json FILE]`: runs every case of a
- * fixture directory against this implementation, prints a table and exits non-zero on any
- * failure. Kinds not implemented yet are failures, never skips.
+ * `deno task parity [--fixtures DIR] [--filter PATTERN] [--json FILE] [--kernels both|sparse|dense]`:
+ * runs every case of a fixture directory against this implementation (GPU cases on both kernel
+ * paths by default), prints a table and exits non-zero on any failure. Kinds not implemented yet
+ * are failures, never skips.
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
@@ -94,21 +95,39 @@ export async function runCase(
   return report;
 }
 
-/** Runs the cases of `dir` whose id matches `filter`. */
-export async function runParity(dir: string, filter?: RegExp): Promise<CaseReport[]> {
+/** Which kernel paths the GPU cases run on: both (default), or only one of them. */
+export type KernelPaths = "both" | "sparse" | "dense";
+
+/**
+ * Runs the cases of `dir` whose id matches `filter`. With `both`, every GPU case runs with the
+ * sparse kernel paths allowed and again forced dense (reported as "<id> [dense]").
+ */
+export async function runParity(
+  dir: string,
+  filter?: RegExp,
+  paths: KernelPaths = "both",
+): Promise<CaseReport[]> {
   const manifest = await loadManifest(dir);
   let gpu: Promise<Gpu> | undefined;
-  const getGpu = () => (gpu ??= Gpu.acquire());
+  const acquire = () => (gpu ??= Gpu.acquire());
   const reports: CaseReport[] = [];
+  const runs = paths === "both" ? [true, false] : [paths === "sparse"];
   for (const c of manifest.cases) {
-    if (!filter || filter.test(c.id)) reports.push(await runCase(getGpu, dir, c));
+    if (filter && !filter.test(c.id)) continue;
+    for (const sparse of runs) {
+      if (!sparse && paths === "both" && c.kind === "schedule") continue;
+      const getGpu = async () => Object.assign(await acquire(), { sparseKernels: sparse });
+      const report = await runCase(getGpu, dir, c);
+      if (!sparse) report.id += " [dense]";
+      reports.push(report);
+    }
   }
   return reports;
 }
 
 function formatTable(reports: CaseReport[]): string {
   const header = [
-    "case".padEnd(45),
+    "case".padEnd(53),
     "kind".padEnd(13),
     "compared",
     " skipped",
@@ -120,7 +139,7 @@ function formatTable(reports: CaseReport[]): string {
   const lines = [header.join("")];
   for (const r of reports) {
     lines.push([
-      r.id.padEnd(45),
+      r.id.padEnd(53),
       r.kind.padEnd(13),
       String(r.compared.length).padStart(8),
       String(r.not_compared.length).padStart(8),
@@ -146,11 +165,17 @@ if (import.meta.main) {
       fixtures: { type: "string", default: "fixtures/saelens" },
       filter: { type: "string" },
       json: { type: "string" },
+      kernels: { type: "string", default: "both" },
     },
   });
+  if (!["both", "sparse", "dense"].includes(values.kernels!)) {
+    console.error(`--kernels must be both, sparse or dense (got "${values.kernels}")`);
+    Deno.exit(2);
+  }
   const reports = await runParity(
     values.fixtures!,
     values.filter ? new RegExp(values.filter) : undefined,
+    values.kernels as KernelPaths,
   );
   console.log(formatTable(reports));
   if (values.json) {

@@ -80,3 +80,33 @@ Deno.test(
     }
   },
 );
+
+Deno.test("ties with the k-th value keep exactly k, lowest indices first", gpuTest, async () => {
+  const gpu = await testGpu();
+  const rows = Float32Array.from([1, 3, 1, 1, 0.5, 1, /* row 2 */ 2, 2, 2, 2, 2, 2]);
+  const perRow = await topkPerRow(gpu.upload(rows, [2, 6]), 3).read();
+  assertClose(perRow, Float32Array.from([1, 3, 1, 0, 0, 0, 2, 2, 2, 0, 0, 0]), {
+    rtol: 0,
+    atol: 0,
+    what: "per-row ties",
+  });
+  const batch = await topkOverBatch(gpu.upload(rows, [2, 6]), 5).read();
+  assertClose(batch, Float32Array.from([0, 3, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0]), {
+    rtol: 0,
+    atol: 0,
+    what: "batch ties",
+  });
+  // Batch selection in chunks (a 4 KiB binding limit): tie-break indices are global.
+  const allTied = gpu.upload(new Float32Array(64 * 64).fill(1), [64, 64]);
+  gpu.maxBindingOverride = 4096;
+  let chunked: Float32Array;
+  try {
+    chunked = await topkOverBatch(allTied, 1500).read();
+  } finally {
+    gpu.maxBindingOverride = undefined;
+  }
+  const keptAt = [...chunked.keys()].filter((i) => chunked[i] !== 0);
+  if (keptAt.length !== 1500 || keptAt[1499] !== 1499) {
+    throw new Error(`kept ${keptAt.length} values, the last at ${keptAt.at(-1)}`);
+  }
+});

@@ -65,6 +65,11 @@ export class Gpu {
   peakBytes = 0;
   /** Tests only: pretend storage bindings hold at most this many bytes (forces chunking). */
   maxBindingOverride: number | undefined = undefined;
+  /**
+   * Whether architectures may use their sparse kernel paths (chosen per step by size and
+   * density); false forces the dense GEMM paths, which parity also checks.
+   */
+  sparseKernels = true;
 
   private constructor(device: GPUDevice, info: GPUAdapterInfo) {
     this.device = device;

@@ -1,6 +1,8 @@
 /**
  * Top-k selection (`kernels/topk_select.wgsl`): per row (TopK) or over the whole batch
- * (BatchTopK), returning ReLU of the kept values and zeros elsewhere.
+ * (BatchTopK), returning ReLU of the kept values and zeros elsewhere. Exactly k values are kept
+ * per segment (ties with the k-th value go to the lowest indices), so at most k·segments outputs
+ * are nonzero.
  */
 import { GpuError } from "../gpu/device.ts";
 import { bind, type Chunk, chunks } from "../gpu/chunks.ts";
@@ -38,7 +40,7 @@ function selectTopK(
     : chunks(gpu, segments, segLen).map((c) => ({ rows: c.count, elementChunks: [c] }));
   const maxRows = Math.max(...parts.map((part) => part.rows));
   const hist = gpu.empty([maxRows * 256], "u32");
-  const state = gpu.empty([maxRows * 3], "u32");
+  const state = gpu.empty([maxRows * 6], "u32");
   const code = wgsl("topk_select");
   const constants = { K_FROM_BUFFER: options.kLimit ? 1 : 0, RELU_OUTPUT: options.raw ? 0 : 1 };
   // The init entry point always declares the k_limit binding; bind a placeholder when unused.
@@ -50,22 +52,23 @@ function selectTopK(
       gpu.kernel("topk_select", code, "init", constants),
       [undefined, hist, state, undefined, kLimit],
       [groups(rows * 256, 256)],
-      params([rows, segLen, k, 0, 0]),
+      params([rows, segLen, k, 0, 0, 0]),
     );
-    for (let pass = 0; pass < 4; pass++) {
+    // Passes 0-3 find the k-th value; 4-7 break ties with it by index (no work without ties).
+    for (let pass = 0; pass < 8; pass++) {
       for (const c of elementChunks) {
         gpu.dispatch(
           gpu.kernel("topk_select", code, "histogram"),
           [bind(values, c), hist, state],
           [groups(len(c), ITEMS_PER_WORKGROUP), rows],
-          params([rows, len(c), k, pass, c.shift]),
+          params([rows, len(c), k, pass, c.shift, segments === 1 ? c.first : 0]),
         );
       }
       gpu.dispatch(
         gpu.kernel("topk_select", code, "choose"),
         [undefined, hist, state],
         [groups(rows, 64)],
-        params([rows, segLen, k, pass, 0]),
+        params([rows, segLen, k, pass, 0, 0]),
       );
     }
     for (const c of elementChunks) {
@@ -73,7 +76,7 @@ function selectTopK(
         gpu.kernel("topk_select", code, "apply", constants),
         [bind(values, c), undefined, state, bind(out, c)],
         grid1d(rows * len(c)),
-        params([rows, len(c), k, 0, c.shift]),
+        params([rows, len(c), k, 0, c.shift, segments === 1 ? c.first : 0]),
       );
     }
   }

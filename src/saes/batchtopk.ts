@@ -21,16 +21,23 @@ export interface BatchTopKConfig extends TopKFamilyConfig {
   topk_threshold_lr: number;
 }
 
-/** Batch-wide selection that also updates the threshold buffer (as SAELens does in every forward). */
+/**
+ * Batch-wide selection of int(k·B) activations that also updates the threshold buffer (as
+ * SAELens does in every forward).
+ */
 export function batchTopKSelect(
   step: TrainStep,
   cfg: BatchTopKConfig,
   threshold: Tensor,
-): TopKFamilyHooks["select"] {
-  return (hiddenPre) => {
-    const acts = topkOverBatch(unary("relu", hiddenPre), Math.floor(cfg.k * step.batch));
-    updateTopkThreshold(acts, threshold, cfg.topk_threshold_lr);
-    return acts;
+): TopKFamilyHooks {
+  const count = Math.floor(cfg.k * step.batch);
+  return {
+    select: (hiddenPre) => {
+      const acts = topkOverBatch(unary("relu", hiddenPre), count);
+      updateTopkThreshold(acts, threshold, cfg.topk_threshold_lr);
+      return acts;
+    },
+    capacity: count,
   };
 }
 
@@ -54,6 +61,6 @@ export const batchtopk: Architecture<BatchTopKConfig> = {
   initialState: () => ({ topk_threshold: 0 }),
   coefficients: () => ({}),
   trainForward: (step, cfg, state) =>
-    trainTopKFamily(step, cfg, { select: batchTopKSelect(step, cfg, state.topk_threshold) }),
+    trainTopKFamily(step, cfg, batchTopKSelect(step, cfg, state.topk_threshold)),
   toInference: batchTopKToInference,
 };

@@ -53,7 +53,7 @@ export class TrainStep {
   /** Loss terms as [1] tensors, SAELens names; the total is their sum. */
   readonly losses: Record<string, Tensor> = {};
   /** dL/d‖W_dec[j]‖, folded into grads.W_dec by `finish()`. */
-  private readonly decoderNormGrad: Tensor;
+  readonly decoderNormGrad: Tensor;
 
   constructor(
     readonly cfg: StepConfig,
@@ -88,9 +88,13 @@ export class TrainStep {
    */
   decode(acts: Tensor, divideByNorms = false): { out: Tensor; decoded: Tensor } {
     const decoded = divideByNorms ? binary("div", acts, this.decoderRowNorms, "perCol") : acts;
-    const out = matmul(decoded, this.params.W_dec);
-    binary("add", out, this.params.b_dec, "perCol", { out });
-    return { out: this.normalization.denormalize?.(out) ?? out, decoded };
+    return { out: this.decodeOutput(matmul(decoded, this.params.W_dec)), decoded };
+  }
+
+  /** norm_out(product + b_dec) for a decoder product computed in place or sparsely. */
+  decodeOutput(product: Tensor): Tensor {
+    binary("add", product, this.params.b_dec, "perCol", { out: product });
+    return this.normalization.denormalize?.(product) ?? product;
   }
 
   /**
@@ -120,10 +124,16 @@ export class TrainStep {
    * gradients and returns dL/d(decoded).
    */
   decoderBackward(decoded: Tensor, dOut: Tensor): Tensor {
-    const dPre = this.normalization.denormalizeBackward?.(dOut) ?? dOut;
+    const dPre = this.decodeOutputBackward(dOut);
     matmul(decoded, dPre, { transA: true, accumulateInto: this.grads.W_dec });
-    binary("add", this.grads.b_dec, reduceCols(dPre), "full", { out: this.grads.b_dec });
     return matmul(dPre, this.params.W_dec, { transB: true });
+  }
+
+  /** Backward through `decodeOutput`: accumulates b_dec's gradient, returns dL/d(product). */
+  decodeOutputBackward(dOut: Tensor): Tensor {
+    const dPre = this.normalization.denormalizeBackward?.(dOut) ?? dOut;
+    binary("add", this.grads.b_dec, reduceCols(dPre), "full", { out: this.grads.b_dec });
+    return dPre;
   }
 
   /**
@@ -159,9 +169,16 @@ export class TrainStep {
     weight: Tensor = this.params.W_enc,
     weightGrad: Tensor = this.grads.W_enc,
   ): void {
-    const dBias = reduceCols(dPre);
-    binary("add", this.grads[biasName], dBias, "full", { out: this.grads[biasName] });
     matmul(this.saeIn, dPre, { transA: true, accumulateInto: weightGrad });
+    this.encoderBiasBackward(reduceCols(dPre), biasName, weight);
+  }
+
+  /**
+   * The bias part of `encoderBackward` given Σ_rows dPre: the bias gradient and b_dec's share
+   * through the centring (sparse paths compute the weight gradient themselves).
+   */
+  encoderBiasBackward(dBias: Tensor, biasName: string, weight: Tensor = this.params.W_enc): void {
+    binary("add", this.grads[biasName], dBias, "full", { out: this.grads[biasName] });
     if (this.cfg.apply_b_dec_to_input) {
       // d(saeIn) = dPre·Wᵀ and b_dec enters with a minus sign: Σ_rows dPre·Wᵀ = W·Σ_rows dPre.
       const bDecGrad = this.grads.b_dec.view([this.cfg.d_in, 1]);

@@ -3,9 +3,17 @@
  * optional rescaling of pre-activations by decoder norms, a selection function, and the AuxK
  * loss over dead latents.
  */
+import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
+import {
+  compressSelection,
+  MAX_TERMS,
+  sparseBackward,
+  sparseDecode,
+  sparseFits,
+} from "../kernels/sparse.ts";
 import { topkPerRow, topkPerRowMasked } from "../kernels/topk.ts";
 import type { Architecture, InferenceSae } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes, hostRowNorms } from "./common.ts";
@@ -17,29 +25,62 @@ export interface TopKFamilyConfig extends StepConfig {
   rescale_acts_by_decoder_norm: boolean;
 }
 
-/** Hooks a TopK-family architecture supplies to `trainTopKFamily`. */
+/** What a TopK-family architecture supplies to `trainTopKFamily`. */
 export interface TopKFamilyHooks {
   /** Feature activations from the (rescaled) pre-activations. */
   select(hiddenPre: Tensor): Tensor;
-  /** Extra losses on the selected activations; returns their gradient w.r.t. featureActs. */
-  extraLosses?(featureActs: Tensor): Tensor | undefined;
+  /** Most nonzeros `select` returns (it keeps exactly k per segment); sizes sparse lists. */
+  capacity: number;
+  /**
+   * Matryoshka: widths w (all but the full one) whose first-w-latent reconstructions add an MSE
+   * loss `inner_mse_loss_${w}`.
+   */
+  prefixWidths?: readonly number[];
 }
 
-/** Forward, MSE, AuxK and backward shared by the TopK family. */
+/** Forward, MSE, AuxK and backward shared by the TopK family, sparse where it fits. */
 export function trainTopKFamily(
   step: TrainStep,
   cfg: TopKFamilyConfig,
   hooks: TopKFamilyHooks,
 ): StepOutputs {
-  const rescale = cfg.rescale_acts_by_decoder_norm;
-  const norms = step.decoderRowNorms;
+  const norms = cfg.rescale_acts_by_decoder_norm ? step.decoderRowNorms : undefined;
   const linear = step.encodeLinear(step.params.b_enc);
-  const hiddenPre = rescale ? binary("mul", linear, norms, "perCol") : linear;
+  const hiddenPre = norms ? binary("mul", linear, norms, "perCol") : linear;
   const featureActs = hooks.select(hiddenPre);
+  const fits = sparseFits(step.x.gpu.maxBindingBytes, step.batch, cfg.d_in, cfg.d_sae);
+  const terms = 1 + (hooks.prefixWidths?.length ?? 0);
+  const forward = step.x.gpu.sparseKernels && fits && terms <= MAX_TERMS
+    ? sparseTopKFamily
+    : denseTopKFamily;
+  const saeOut = forward(step, cfg, hooks, { linear, hiddenPre, featureActs, norms });
+  return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
+}
+
+interface Encoded {
+  /** saeIn · W_enc + b_enc. */
+  linear: Tensor;
+  /** linear, times the decoder norms when rescaling. */
+  hiddenPre: Tensor;
+  featureActs: Tensor;
+  /** Decoder row norms when activations are rescaled by them. */
+  norms?: Tensor;
+}
+
+/** The dense step: decoding and every gradient as GEMMs over [batch, d_sae]. Returns sae_out. */
+function denseTopKFamily(
+  step: TrainStep,
+  cfg: TopKFamilyConfig,
+  hooks: TopKFamilyHooks,
+  { linear, hiddenPre, featureActs, norms }: Encoded,
+): Tensor {
+  const rescale = norms !== undefined;
   const { out: saeOut, decoded } = step.decode(featureActs, rescale);
   const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
-  const dHiddenAux = auxKLoss(step, cfg, hiddenPre, saeOut);
-  const dExtra = hooks.extraLosses?.(featureActs);
+  const dHiddenAux = denseAuxK(step, cfg, hiddenPre, saeOut);
+  const dExtra = hooks.prefixWidths?.length
+    ? densePrefixLosses(step, hooks.prefixWidths, featureActs, rescale)
+    : undefined;
 
   const dDecoded = step.decoderBackward(decoded, dOut);
   const dActs = rescale ? step.divideByNormsBackward(featureActs, dDecoded) : dDecoded;
@@ -47,48 +88,137 @@ export function trainTopKFamily(
   // Gradient reaches only selected, positive latents (zeros elsewhere are constants).
   const dHidden = binary("maskGreater", dActs, featureActs, "full", { alpha: 0 });
   binary("add", dHidden, dHiddenAux, "full", { out: dHidden });
-  if (rescale) {
+  if (norms) {
     step.addDecoderNormGrad(reduceCols(binary("mul", dHidden, linear)));
     binary("mul", dHidden, norms, "perCol", { out: dHidden });
   }
   step.encoderBackward(dHidden, "b_enc");
-  return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
+  return saeOut;
+}
+
+/** The AuxK loss on the dense path; returns its gradient w.r.t. hiddenPre. */
+function denseAuxK(step: TrainStep, cfg: TopKFamilyConfig, hiddenPre: Tensor, saeOut: Tensor) {
+  const rescale = cfg.rescale_acts_by_decoder_norm;
+  const auxActs = auxKSelection(step, cfg, hiddenPre);
+  const { out: recons, decoded } = step.decode(auxActs, rescale);
+  const dRecons = auxKLoss(step, cfg, recons, saeOut);
+  const dDecoded = step.decoderBackward(decoded, dRecons);
+  const dAux = rescale ? step.divideByNormsBackward(auxActs, dDecoded) : dDecoded;
+  return binary("maskGreater", dAux, unary("abs", auxActs), "full", { alpha: 0 });
+}
+
+/** Matryoshka inner losses on the dense path; returns their gradient w.r.t. featureActs. */
+function densePrefixLosses(
+  step: TrainStep,
+  widths: readonly number[],
+  featureActs: Tensor,
+  rescale: boolean,
+): Tensor {
+  const gpu = featureActs.gpu;
+  const dActs = gpu.zeros(featureActs.shape);
+  for (const width of widths) {
+    const mask = prefixMask(gpu, width, step.cfg.d_sae);
+    const prefixActs = binary("mul", featureActs, mask, "perCol");
+    const { out, decoded } = step.decode(prefixActs, rescale);
+    const dOut = step.squaredErrorLoss(`inner_mse_loss_${width}`, out, step.x);
+    const dDecoded = step.decoderBackward(decoded, dOut);
+    const dPrefix = rescale ? step.divideByNormsBackward(prefixActs, dDecoded) : dDecoded;
+    binary("add", dActs, binary("mul", dPrefix, mask, "perCol"), "full", { out: dActs });
+  }
+  return dActs;
+}
+
+/** [d_sae] masks with ones on the first `width` latents, uploaded once per device. */
+const prefixMasks = new WeakMap<Gpu, Map<string, Tensor>>();
+function prefixMask(gpu: Gpu, width: number, dSae: number): Tensor {
+  let masks = prefixMasks.get(gpu);
+  if (!masks) prefixMasks.set(gpu, masks = new Map());
+  const key = `${width}/${dSae}`;
+  let mask = masks.get(key);
+  if (!mask) {
+    mask = gpu.keep(gpu.upload(Float32Array.from({ length: dSae }, (_, j) => (j < width ? 1 : 0))));
+    masks.set(key, mask);
+  }
+  return mask;
 }
 
 /**
- * SAELens TopK auxiliary loss: the top k_aux = d_in//2 raw pre-activations among dead latents
- * (at most n_dead of them) reconstruct the detached residual x − sae_out, with b_dec, scaled by
- * min(n_dead/k_aux, 1)·aux_loss_coefficient. n_dead stays on the GPU (no sync); with no dead
- * latent every term is zero. Returns the gradient w.r.t. hiddenPre.
+ * The sparse step: the selections become row and latent lists; decoding gathers decoder rows
+ * and every gradient is computed over the selected entries only. The encoder GEMM is the one
+ * dense product left. Returns sae_out.
  */
-function auxKLoss(
+function sparseTopKFamily(
   step: TrainStep,
   cfg: TopKFamilyConfig,
-  hiddenPre: Tensor,
-  saeOut: Tensor,
+  hooks: TopKFamilyHooks,
+  { linear, hiddenPre, featureActs, norms }: Encoded,
 ): Tensor {
+  const gpu = featureActs.gpu;
+  const wDec = step.params.W_dec;
+  const acts = compressSelection(featureActs, hooks.capacity);
+  const saeOut = step.decodeOutput(sparseDecode(acts, wDec, { norms }));
+  const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
+  const auxSelected = auxKSelection(step, cfg, hiddenPre);
+  const auxActs = compressSelection(auxSelected, step.batch * auxK(cfg));
+  const recons = step.decodeOutput(sparseDecode(auxActs, wDec, { norms }));
+  const dRecons = auxKLoss(step, cfg, recons, saeOut);
+  const prefixWidths = hooks.prefixWidths ?? [];
+  const dInner = prefixWidths.map((width) => {
+    const out = step.decodeOutput(sparseDecode(acts, wDec, { norms, width }));
+    return step.squaredErrorLoss(`inner_mse_loss_${width}`, out, step.x);
+  });
+
+  // Every decoder term's gradient before b_dec, stacked [terms · batch, d_in] for one pass.
+  const terms = [dOut, ...dInner];
+  const size = step.batch * cfg.d_in;
+  const dPre = gpu.empty([terms.length * step.batch, cfg.d_in]);
+  terms.forEach((dTerm, t) => gpu.copy(step.decodeOutputBackward(dTerm), dPre, 0, t * size, size));
+  const dBEnc = gpu.zeros([cfg.d_sae]);
+  const outputs = {
+    dWDec: step.grads.W_dec,
+    dWEnc: step.grads.W_enc,
+    dBEnc,
+    dNorms: step.decoderNormGrad,
+  };
+  const common = { wDec, saeIn: step.saeIn, norms, linearPre: linear };
+  sparseBackward(acts, { ...common, dPre, widths: [cfg.d_sae, ...prefixWidths] }, outputs);
+  const dAuxPre = step.decodeOutputBackward(dRecons);
+  sparseBackward(auxActs, { ...common, dPre: dAuxPre, widths: [cfg.d_sae] }, outputs);
+  step.encoderBiasBackward(dBEnc, "b_enc");
+  return saeOut;
+}
+
+/** SAELens's k_aux = d_in // 2 (at most d_sae). */
+function auxK(cfg: TopKFamilyConfig): number {
+  return Math.min(Math.floor(cfg.d_in / 2), cfg.d_sae);
+}
+
+/**
+ * SAELens TopK auxiliary selection: the top k_aux raw pre-activations among dead latents (at
+ * most n_dead of them). n_dead stays on the GPU (no sync); with no dead latent all are zero.
+ */
+function auxKSelection(step: TrainStep, cfg: TopKFamilyConfig, hiddenPre: Tensor): Tensor {
+  const nDead = reduceAll(step.input.deadMask);
+  return topkPerRowMasked(hiddenPre, step.input.deadMask, auxK(cfg), nDead);
+}
+
+/**
+ * SAELens TopK auxiliary loss: the dead latents' reconstruction (with b_dec) of the detached
+ * residual x − sae_out, scaled by min(n_dead/k_aux, 1)·aux_loss_coefficient where k_aux is
+ * d_in // 2. Returns the gradient w.r.t. the reconstruction.
+ */
+function auxKLoss(step: TrainStep, cfg: TopKFamilyConfig, recons: Tensor, saeOut: Tensor): Tensor {
   const kAux = Math.floor(cfg.d_in / 2);
   const nDead = reduceAll(step.input.deadMask);
   const scale = unary("scaledMin", nDead, { alpha: 1 / kAux, beta: 1 });
   const residual = binary("sub", step.x, saeOut);
-  const auxActs = topkPerRowMasked(
-    hiddenPre,
-    step.input.deadMask,
-    Math.min(kAux, cfg.d_sae),
-    nDead,
-  );
-  const rescale = cfg.rescale_acts_by_decoder_norm;
-  const { out: recons, decoded } = step.decode(auxActs, rescale);
-  const dRecons = step.squaredErrorLoss(
+  return step.squaredErrorLoss(
     "auxiliary_reconstruction_loss",
     recons,
     residual,
     cfg.aux_loss_coefficient,
     scale,
   );
-  const dDecoded = step.decoderBackward(decoded, dRecons);
-  const dAux = rescale ? step.divideByNormsBackward(auxActs, dDecoded) : dDecoded;
-  return binary("maskGreater", dAux, unary("abs", auxActs), "full", { alpha: 0 });
 }
 
 /** SAELens TopK inference conversion: fold decoder norms into the encoder when rescaling. */
@@ -115,7 +245,11 @@ export const topk: Architecture<TopKFamilyConfig> = {
   name: "topk",
   paramShapes: (cfg) => ({ ...encoderDecoderShapes(cfg), b_enc: [cfg.d_sae] }),
   coefficients: () => ({}),
-  trainForward: (step, cfg) => trainTopKFamily(step, cfg, { select: (h) => topkPerRow(h, cfg.k) }),
+  trainForward: (step, cfg) =>
+    trainTopKFamily(step, cfg, {
+      select: (h) => topkPerRow(h, cfg.k),
+      capacity: step.batch * cfg.k,
+    }),
   toInference: (cfg, params) => ({
     architecture: "topk",
     weights: foldDecoderNorms(cfg, params),

@@ -1,0 +1,245 @@
+/**
+ * Sparse products of the TopK-family step (`kernels/sparse.wgsl`): a selection matrix with at
+ * most `capacity` nonzeros is compressed into row lists (for decoding) and latent lists (for
+ * gradients), so decoding and every gradient cost O(nonzeros · d_in) rather than dense GEMMs.
+ */
+import { GpuError } from "../gpu/device.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { grid1d } from "./elementwise.ts";
+import { groups, params, wgsl } from "./source.ts";
+
+/** Compressed lists over one axis of a [rows, d_sae] matrix. */
+export interface SparseLists {
+  /** [lists + 1] start of each list; the last holds the number of entries. */
+  offsets: Tensor;
+  /** [capacity] each entry's position inside its list (latent for rows, row for latents). */
+  index: Tensor;
+  /** [capacity] each entry's value. */
+  value: Tensor;
+  /** [capacity] the list each entry belongs to. */
+  owner: Tensor;
+}
+
+/** A selection matrix as row lists and latent lists with the same entries. */
+export interface SparseActs {
+  rows: number;
+  dSae: number;
+  capacity: number;
+  byRow: SparseLists;
+  byLatent: SparseLists;
+}
+
+/** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
+export const MAX_TERMS = 8;
+
+interface Fields {
+  widths?: readonly number[];
+  lists?: number;
+  len?: number;
+  outer?: number;
+  inner?: number;
+  dIn?: number;
+  dSae?: number;
+  width?: number;
+  rows?: number;
+  capacity?: number;
+}
+
+function uniforms(f: Fields): ArrayBuffer {
+  const widths = [...(f.widths ?? []), ...new Array(MAX_TERMS).fill(0)].slice(0, MAX_TERMS);
+  return params([
+    ...widths,
+    f.lists ?? 0,
+    f.len ?? 0,
+    f.outer ?? 0,
+    f.inner ?? 0,
+    f.dIn ?? 0,
+    f.dSae ?? 0,
+    f.widths?.length ?? 0,
+    f.width ?? 0,
+    f.rows ?? 0,
+    f.capacity ?? 0,
+    0,
+    0,
+  ]);
+}
+
+/** Whether every tensor the sparse step binds fits one storage binding (else use dense). */
+export function sparseFits(maxBindingBytes: number, rows: number, dIn: number, dSae: number) {
+  return 4 * Math.max(rows * dSae, dIn * dSae) <= maxBindingBytes && rows <= 65535;
+}
+
+function compressAxis(
+  dense: Tensor,
+  capacity: number,
+  axis: "rows" | "latents",
+): SparseLists {
+  const gpu = dense.gpu;
+  const [rows, cols] = dense.shape;
+  const lists = axis === "rows" ? rows : cols;
+  const shape = axis === "rows"
+    ? { lists, len: cols, outer: cols, inner: 1 }
+    : { lists, len: rows, outer: 1, inner: cols };
+  const fields = { ...shape, capacity };
+  const code = wgsl("sparse");
+  const counts = gpu.empty([lists], "u32");
+  const out: SparseLists = {
+    offsets: gpu.empty([lists + 1], "u32"),
+    index: gpu.empty([capacity], "u32"),
+    value: gpu.empty([capacity]),
+    owner: gpu.empty([capacity], "u32"),
+  };
+  const perList = grid1d(lists * 4); // 64 invocations per workgroup, grid1d counts 256
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "compress_count"),
+    [dense, counts],
+    perList,
+    uniforms(fields),
+  );
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "compress_scan"),
+    [undefined, counts, out.offsets],
+    [1],
+    uniforms(fields),
+  );
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "compress_fill"),
+    [dense, undefined, out.offsets, out.index, out.value, out.owner],
+    perList,
+    uniforms(fields),
+  );
+  counts.dispose();
+  return out;
+}
+
+/**
+ * Row and latent lists of a [rows, d_sae] matrix's nonzeros. `capacity` must bound them (top-k
+ * selection keeps exactly k per segment); entries past it would be dropped.
+ */
+export function compressSelection(dense: Tensor, capacity: number): SparseActs {
+  const [rows, dSae] = dense.shape;
+  const size = Math.max(1, capacity);
+  return {
+    rows,
+    dSae,
+    capacity: size,
+    byRow: compressAxis(dense, size, "rows"),
+    byLatent: compressAxis(dense, size, "latents"),
+  };
+}
+
+/** acts · W_dec over the row lists ([rows, d_in], no bias), latents below `width` only. */
+export function sparseDecode(
+  acts: SparseActs,
+  wDec: Tensor,
+  options: { norms?: Tensor; width?: number } = {},
+): Tensor {
+  const gpu = wDec.gpu;
+  const dIn = wDec.cols;
+  const out = gpu.empty([acts.rows, dIn]);
+  const kernel = gpu.kernel("sparse", wgsl("sparse"), "decode", { RESCALE: options.norms ? 1 : 0 });
+  const { offsets, index, value } = acts.byRow;
+  gpu.dispatch(
+    kernel,
+    [undefined, undefined, offsets, index, value, undefined, wDec, options.norms ?? wDec, out],
+    [groups(dIn, 256), acts.rows],
+    uniforms({ dIn, width: options.width ?? acts.dSae, capacity: acts.capacity }),
+  );
+  return out;
+}
+
+/** What the latent-list backward reads. */
+export interface SparseBackwardInputs {
+  wDec: Tensor;
+  /** The encoder input each row saw ([rows, d_in]). */
+  saeIn: Tensor;
+  /** [terms · rows, d_in] gradients w.r.t. each decoder term's output (before b_dec). */
+  dPre: Tensor;
+  /** Latents below widths[t] feed term t. */
+  widths: readonly number[];
+  /** Decoder row norms when activations were rescaled by them, else undefined. */
+  norms?: Tensor;
+  /** [rows, d_sae] pre-activations before any rescaling (read only when rescaling). */
+  linearPre: Tensor;
+}
+
+/** Where the latent-list backward adds its gradients (all zero-initialised by the caller). */
+export interface SparseBackwardOutputs {
+  dWDec: Tensor;
+  dWEnc: Tensor;
+  dBEnc: Tensor;
+  /** dL/d‖W_dec[j]‖ ([d_sae]); untouched without rescaling. */
+  dNorms: Tensor;
+}
+
+/** Adds the W_dec, W_enc, b_enc and decoder-norm gradients of the selected entries. */
+export function sparseBackward(
+  acts: SparseActs,
+  inputs: SparseBackwardInputs,
+  outputs: SparseBackwardOutputs,
+): void {
+  const gpu = inputs.wDec.gpu;
+  const dIn = inputs.wDec.cols;
+  if (inputs.widths.length === 0 || inputs.widths.length > MAX_TERMS) {
+    throw new GpuError(
+      `sparse backward: 1..${MAX_TERMS} decoder terms, got ${inputs.widths.length}`,
+    );
+  }
+  const fields = {
+    widths: inputs.widths,
+    dIn,
+    dSae: acts.dSae,
+    rows: acts.rows,
+    capacity: acts.capacity,
+  };
+  const code = wgsl("sparse");
+  const rescale = { RESCALE: inputs.norms ? 1 : 0 };
+  // The norms are read only when rescaling; any read-only f32 buffer stands in otherwise.
+  const norms = inputs.norms ?? inputs.wDec;
+  const { offsets, index, value, owner } = acts.byLatent;
+  const entryGrad = gpu.empty([acts.capacity]);
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "entry_grads"),
+    [
+      undefined,
+      undefined,
+      offsets,
+      index,
+      undefined,
+      owner,
+      inputs.wDec,
+      undefined,
+      undefined,
+      inputs.dPre,
+      entryGrad,
+    ],
+    grid1d(acts.capacity * 4), /* 64 per workgroup */
+    uniforms(fields),
+  );
+  const slices = groups(dIn, 256);
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "latent_backward", rescale),
+    [
+      undefined,
+      undefined,
+      offsets,
+      index,
+      value,
+      undefined,
+      undefined,
+      norms,
+      undefined,
+      inputs.dPre,
+      entryGrad,
+      inputs.saeIn,
+      inputs.linearPre,
+      outputs.dWDec,
+      outputs.dWEnc,
+      outputs.dBEnc,
+      outputs.dNorms,
+    ],
+    grid1d(acts.dSae * slices * 256),
+    uniforms(fields),
+  );
+  entryGrad.dispose();
+}
