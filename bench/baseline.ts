@@ -4,6 +4,7 @@
  * with a Python that has torch. Never fails the bench: without Python or torch, or when the script
  * fails or times out, the result says `available: false` and why.
  */
+import { DEAD_FRACTION } from "./train_step.ts";
 
 export interface TorchShape {
   batch: number;
@@ -161,6 +162,8 @@ export async function torchBaseline(
     String(shape.steps),
     "--threads",
     String(THREADS),
+    "--dead-fraction",
+    String(DEAD_FRACTION),
     "--arch",
     archs.join(","),
   ];

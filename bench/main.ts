@@ -11,7 +11,7 @@ import { architectureNames } from "../src/saes/registry.ts";
 import { type TorchBaseline, torchBaseline } from "./baseline.ts";
 import { benchGemm, type GemmResult } from "./gemm.ts";
 import { benchSources, type SourceResult } from "./sources.ts";
-import { benchTrainStep, type TrainStepResult } from "./train_step.ts";
+import { benchTrainStep, DEAD_FRACTION, type TrainStepResult } from "./train_step.ts";
 
 /** SAELens's reference shape (issue #5) and a CI-sized one. */
 const FULL = {
@@ -80,15 +80,21 @@ function markdown(
     "",
     "## Train step (forward, losses, backward, bookkeeping, clip, Adam)",
     "",
-    `| architecture | batch | d_in | d_sae | k | tokens/s | ms/step | peak GPU buffers (MiB) |${
+    `| architecture | batch | d_in | d_sae | k | dead latents | tokens/s | ms/step | peak GPU buffers (MiB) |${
       withTorch ? " PyTorch tokens/s | ratio |" : ""
     }`,
-    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${withTorch ? " ---: | ---: |" : ""}`,
+    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${
+      withTorch ? " ---: | ---: |" : ""
+    }`,
     ...steps.map((s) =>
-      `| ${s.arch} | ${s.batch} | ${s.d_in} | ${s.d_sae} | ${s.k} | ${
+      `| ${s.arch} | ${s.batch} | ${s.d_in} | ${s.d_sae} | ${s.k} | ${s.dead_latents} | ${
         Math.round(s.tokens_per_s)
       } | ${s.ms_per_step.toFixed(1)} | ${mib(s.peak_buffer_bytes)} |${torchCells(s)}`
     ),
+    "",
+    `- TopK-family runs hold ${
+      DEAD_FRACTION * 100
+    }% of latents dead (b_enc −1000, dead_feature_window 1), as the baseline marks them, so both sides compute AuxK; latents that never fire on the repeated benchmark batch count as dead too. The TopK family runs its sparse step; the others their dense step.`,
     "",
     torchLine,
     "",

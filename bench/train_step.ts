@@ -22,11 +22,20 @@ export interface TrainStepShape {
   steps: number;
 }
 
+/**
+ * Latents held dead in TopK-family benchmarks, as the PyTorch baseline marks them, so that both
+ * sides compute AuxK (SAELens skips it when nothing is dead).
+ */
+export const DEAD_FRACTION = 0.125;
+const TOPK_FAMILY = ["topk", "batchtopk", "matryoshka_batchtopk"];
+
 export interface TrainStepResult extends TrainStepShape {
   tokens_per_s: number;
   ms_per_step: number;
   /** Peak bytes held in GPU tensors during the run. */
   peak_buffer_bytes: number;
+  /** Latents the trainer counted dead after the timed steps. */
+  dead_latents: number;
 }
 
 /** Architecture config fields for a benchmark at this shape. */
@@ -59,11 +68,15 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
     lr: 1e-4,
     train_batch_size_samples: shape.batch,
     total_training_samples: shape.batch * (shape.steps + 2),
+    // Dead after two silent steps: the warm-up steps mark the held-dead latents before timing.
+    dead_feature_window: 1,
     logger: { log_to_wandb: false },
   }, "bench trainer");
   const before = gpu.liveBytes;
   gpu.peakBytes = before;
-  const sae = TrainingSae.fromHost(gpu, arch, cfg, initializeParams(arch, cfg, 0), {}, {
+  const params = initializeParams(arch, cfg, 0);
+  if (TOPK_FAMILY.includes(shape.arch)) holdDead(params.b_enc, DEAD_FRACTION);
+  const sae = TrainingSae.fromHost(gpu, arch, cfg, params, {}, {
     beta1: trainerCfg.adam_beta1,
     beta2: trainerCfg.adam_beta2,
   });
@@ -83,6 +96,7 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
   await gpu.sync();
   const seconds = (performance.now() - start) / 1000;
   const peak = gpu.peakBytes - before;
+  const dead = (await gpu.read(trainer.counters.deadMask)).reduce((a, b) => a + b, 0);
   trainer.dispose();
   x.dispose();
   for (
@@ -98,5 +112,17 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
     tokens_per_s: (shape.batch * shape.steps) / seconds,
     ms_per_step: (seconds * 1000) / shape.steps,
     peak_buffer_bytes: peak,
+    dead_latents: dead,
   };
+}
+
+/** A seeded `fraction` of latents get b_enc −1000: they never fire, so they stay dead. */
+function holdDead(bEnc: Float32Array, fraction: number): void {
+  const rng = new Rng(7);
+  const order = Array.from(bEnc.keys());
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  for (const j of order.slice(0, Math.round(bEnc.length * fraction))) bEnc[j] = -1000;
 }

@@ -30,17 +30,19 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> entry_index: array<u32>;      // [capacity]
 @group(0) @binding(5) var<storage, read_write> entry_value: array<f32>;      // [capacity]
 @group(0) @binding(6) var<storage, read_write> entry_owner: array<u32>;      // [capacity]
-@group(0) @binding(7) var<storage, read> w_dec: array<f32>;            // [d_sae, d_in]
+@group(0) @binding(7) var<storage, read> w_dec4: array<vec4<f32>>;      // [d_sae, d_in / 4]
 @group(0) @binding(8) var<storage, read> norms: array<f32>;            // [d_sae]
-@group(0) @binding(9) var<storage, read_write> out: array<f32>;
-@group(0) @binding(10) var<storage, read> d_pre: array<f32>;           // [terms, rows, d_in]
-@group(0) @binding(11) var<storage, read_write> entry_grad: array<f32>; // [capacity]
-@group(0) @binding(12) var<storage, read> sae_in: array<f32>;          // [rows, d_in]
-@group(0) @binding(13) var<storage, read> linear_pre: array<f32>;          // [rows, d_sae]
-@group(0) @binding(14) var<storage, read_write> dw_dec: array<f32>;
+@group(0) @binding(9) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> d_pre4: array<vec4<f32>>;    // [terms, rows, d_in / 4]
+@group(0) @binding(11) var<storage, read_write> entry_grad: array<f32>;    // [capacity]
+@group(0) @binding(12) var<storage, read> sae_in4: array<vec4<f32>>;   // [rows, d_in / 4]
+@group(0) @binding(13) var<storage, read> linear_pre: array<f32>;      // [rows, d_sae]
+@group(0) @binding(14) var<storage, read_write> dw_dec4: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read_write> dw_enc: array<f32>;
 @group(0) @binding(16) var<storage, read_write> db_enc: array<f32>;
 @group(0) @binding(17) var<storage, read_write> d_norms: array<f32>;
+@group(0) @binding(18) var<storage, read_write> entry_decoded: array<f32>; // [capacity]
+@group(0) @binding(19) var<storage, read_write> entry_d_norm: array<f32>;  // [capacity]
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
@@ -114,25 +116,30 @@ fn compress_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
 }
 
-// One workgroup per (row, 256-wide slice of d_in). Entries are sorted by latent, so a prefix
-// width stops the walk early.
+// One workgroup per (row, slice of 256 vec4 of d_in). Entries are sorted by latent, so a prefix
+// width stops the walk early. Rows of d_in are read as vec4 (the sparse path needs d_in % 4 == 0).
 @compute @workgroup_size(256)
 fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let r = wid.y;
+  let d_in4 = p.d_in / 4u;
   let i = wid.x * 256u + lid;
-  if (i >= p.d_in) { return; }
-  var acc = 0.0;
+  if (i >= d_in4) { return; }
+  var acc = vec4<f32>();
   let end = min(offsets[r + 1u], p.capacity);
   for (var e = offsets[r]; e < end; e++) {
     let j = entry_index[e];
     if (j >= p.width) { break; }
     var coefficient = entry_value[e];
     if (RESCALE) { coefficient = coefficient / norms[j]; }
-    acc += coefficient * w_dec[j * p.d_in + i];
+    acc += coefficient * w_dec4[j * d_in4 + i];
   }
-  out[r * p.d_in + i] = acc;
+  out4[r * d_in4 + i] = acc;
 }
 
+// Per latent-list entry (row b, latent j, value a): g = sum over terms t with j < width_t of
+// dot(d_pre_t[b], W_dec[j]). Writes the entry's coefficients for latent_backward: the decoded
+// activation (a, or a / norm), the gradient reaching the linear pre-activation, and the
+// decoder-norm gradient (decoded = a / norm and hidden = linear_pre · norm both depend on it).
 @compute @workgroup_size(64)
 fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -140,57 +147,63 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   if (e >= min(offsets[p.d_sae], p.capacity)) { return; }
   let b = entry_index[e];
   let j = entry_owner[e];
+  let a = entry_value[e];
+  let d_in4 = p.d_in / 4u;
   var g = 0.0;
   for (var t = 0u; t < p.terms; t++) {
     if (j < term_width(t)) {
-      let base = (t * p.rows + b) * p.d_in;
-      var dot = 0.0;
-      for (var i = 0u; i < p.d_in; i++) { dot += d_pre[base + i] * w_dec[j * p.d_in + i]; }
-      g += dot;
+      let base = (t * p.rows + b) * d_in4;
+      var dot4 = vec4<f32>();
+      for (var i = 0u; i < d_in4; i++) { dot4 += d_pre4[base + i] * w_dec4[j * d_in4 + i]; }
+      g += (dot4.x + dot4.y) + (dot4.z + dot4.w);
     }
   }
-  entry_grad[e] = g;
+  if (RESCALE) {
+    let norm = norms[j];
+    let d_acts = g / norm;
+    entry_decoded[e] = a / norm;
+    entry_grad[e] = d_acts * norm;
+    entry_d_norm[e] = d_acts * linear_pre[b * p.d_sae + j] - d_acts * a / norm;
+  } else {
+    entry_decoded[e] = a;
+    entry_grad[e] = g;
+  }
 }
 
-// Gradients accumulate (+=) into zero-initialised tensors, so several calls (main and auxiliary
-// selections) add up. hidden = linear_pre · norm when rescaling, else hidden = linear_pre.
+// One workgroup per (latent j, slice of 256 vec4 of d_in): the W_dec row and W_enc column
+// gradients of j's entries, plus b_enc and decoder-norm sums. Gradients accumulate (+=) into
+// zero-initialised tensors, so several calls (main and auxiliary selections) add up.
 @compute @workgroup_size(256)
 fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-  let slices = (p.d_in + 255u) / 256u;
+  let d_in4 = p.d_in / 4u;
+  let slices = (d_in4 + 255u) / 256u;
   let id = wid.y * nwg.x + wid.x;
   let j = id / slices;
   let i = (id % slices) * 256u + lid;
-  if (j >= p.d_sae || i >= p.d_in) { return; }
-  var norm = 1.0;
-  if (RESCALE) { norm = norms[j]; }
-  var acc_dec = 0.0;
-  var acc_enc = 0.0;
+  if (j >= p.d_sae || i >= d_in4) { return; }
+  var acc_dec = vec4<f32>();
+  var acc_enc = vec4<f32>();
   var d_norm = 0.0;
   var d_bias = 0.0;
   let end = min(offsets[j + 1u], p.capacity);
   for (var e = offsets[j]; e < end; e++) {
     let b = entry_index[e];
-    let a = entry_value[e];
-    var d_out = 0.0;
+    var d_out = vec4<f32>();
     for (var t = 0u; t < p.terms; t++) {
-      if (j < term_width(t)) { d_out += d_pre[(t * p.rows + b) * p.d_in + i]; }
+      if (j < term_width(t)) { d_out += d_pre4[(t * p.rows + b) * d_in4 + i]; }
     }
-    var d_linear = entry_grad[e];
-    if (RESCALE) {
-      // decoded = a / norm and hidden = linear_pre · norm: both paths reach the decoder norm.
-      let d_acts = entry_grad[e] / norm;
-      d_norm += d_acts * linear_pre[b * p.d_sae + j] - d_acts * a / norm;
-      acc_dec += (a / norm) * d_out;
-      d_linear = d_acts * norm;
-    } else {
-      acc_dec += a * d_out;
-    }
-    acc_enc += sae_in[b * p.d_in + i] * d_linear;
-    d_bias += d_linear;
+    acc_dec += entry_decoded[e] * d_out;
+    acc_enc += entry_grad[e] * sae_in4[b * d_in4 + i];
+    d_bias += entry_grad[e];
+    if (RESCALE) { d_norm += entry_d_norm[e]; }
   }
-  dw_dec[j * p.d_in + i] += acc_dec;
-  dw_enc[i * p.d_sae + j] += acc_enc;
+  dw_dec4[j * d_in4 + i] += acc_dec;
+  let column = 4u * i * p.d_sae + j;
+  dw_enc[column] += acc_enc.x;
+  dw_enc[column + p.d_sae] += acc_enc.y;
+  dw_enc[column + 2u * p.d_sae] += acc_enc.z;
+  dw_enc[column + 3u * p.d_sae] += acc_enc.w;
   if (i == 0u) {
     db_enc[j] += d_bias;
     d_norms[j] += d_norm;

@@ -29,6 +29,29 @@ export interface SparseActs {
   byLatent: SparseLists;
 }
 
+/** Storage bindings 1..19 of kernels/sparse.wgsl, by role. */
+const BINDINGS = [
+  "dense",
+  "counts",
+  "offsets",
+  "index",
+  "value",
+  "owner",
+  "wDec",
+  "norms",
+  "out",
+  "dPre",
+  "entryGrad",
+  "saeIn",
+  "linearPre",
+  "dWDec",
+  "dWEnc",
+  "dBEnc",
+  "dNorms",
+  "entryDecoded",
+  "entryDNorm",
+];
+
 /** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
 export const MAX_TERMS = 8;
 
@@ -66,7 +89,8 @@ function uniforms(f: Fields): ArrayBuffer {
 
 /** Whether every tensor the sparse step binds fits one storage binding (else use dense). */
 export function sparseFits(maxBindingBytes: number, rows: number, dIn: number, dSae: number) {
-  return 4 * Math.max(rows * dSae, dIn * dSae) <= maxBindingBytes && rows <= 65535;
+  return 4 * Math.max(rows * dSae, dIn * dSae) <= maxBindingBytes && rows <= 65535 &&
+    dIn % 4 === 0;
 }
 
 function compressAxis(
@@ -142,7 +166,7 @@ export function sparseDecode(
   gpu.dispatch(
     kernel,
     [undefined, undefined, offsets, index, value, undefined, wDec, options.norms ?? wDec, out],
-    [groups(dIn, 256), acts.rows],
+    [groups(dIn / 4, 256), acts.rows],
     uniforms({ dIn, width: options.width ?? acts.dSae, capacity: acts.capacity }),
   );
   return out;
@@ -197,49 +221,69 @@ export function sparseBackward(
   // The norms are read only when rescaling; any read-only f32 buffer stands in otherwise.
   const norms = inputs.norms ?? inputs.wDec;
   const { offsets, index, value, owner } = acts.byLatent;
-  const entryGrad = gpu.empty([acts.capacity]);
-  gpu.dispatch(
-    gpu.kernel("sparse", code, "entry_grads"),
-    [
-      undefined,
-      undefined,
-      offsets,
-      index,
-      undefined,
-      owner,
-      inputs.wDec,
-      undefined,
-      undefined,
-      inputs.dPre,
-      entryGrad,
-    ],
-    grid1d(acts.capacity * 4), /* 64 per workgroup */
-    uniforms(fields),
-  );
-  const slices = groups(dIn, 256);
-  gpu.dispatch(
-    gpu.kernel("sparse", code, "latent_backward", rescale),
-    [
-      undefined,
-      undefined,
+  const entry = {
+    grad: gpu.empty([acts.capacity]),
+    decoded: gpu.empty([acts.capacity]),
+    dNorm: gpu.empty([acts.capacity]),
+  };
+  // Bindings 1-19 of the shader (see kernels/sparse.wgsl); each entry point takes its own.
+  const bound = (names: string[]) => {
+    const all: Record<string, Tensor> = {
       offsets,
       index,
       value,
-      undefined,
-      undefined,
+      owner,
+      wDec: inputs.wDec,
       norms,
-      undefined,
-      inputs.dPre,
-      entryGrad,
-      inputs.saeIn,
-      inputs.linearPre,
-      outputs.dWDec,
-      outputs.dWEnc,
-      outputs.dBEnc,
-      outputs.dNorms,
-    ],
+      dPre: inputs.dPre,
+      entryGrad: entry.grad,
+      saeIn: inputs.saeIn,
+      linearPre: inputs.linearPre,
+      dWDec: outputs.dWDec,
+      dWEnc: outputs.dWEnc,
+      dBEnc: outputs.dBEnc,
+      dNorms: outputs.dNorms,
+      entryDecoded: entry.decoded,
+      entryDNorm: entry.dNorm,
+    };
+    return BINDINGS.map((name) => (names.includes(name) ? all[name] : undefined));
+  };
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "entry_grads", rescale),
+    bound([
+      "offsets",
+      "index",
+      "value",
+      "owner",
+      "wDec",
+      "norms",
+      "dPre",
+      "entryGrad",
+      "linearPre",
+      "entryDecoded",
+      "entryDNorm",
+    ]),
+    grid1d(acts.capacity * 4), // 64 per workgroup
+    uniforms(fields),
+  );
+  const slices = groups(dIn / 4, 256);
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "latent_backward", rescale),
+    bound([
+      "offsets",
+      "index",
+      "dPre",
+      "entryGrad",
+      "saeIn",
+      "dWDec",
+      "dWEnc",
+      "dBEnc",
+      "dNorms",
+      "entryDecoded",
+      "entryDNorm",
+    ]),
     grid1d(acts.dSae * slices * 256),
     uniforms(fields),
   );
-  entryGrad.dispose();
+  for (const t of Object.values(entry)) t.dispose();
 }
