@@ -186,8 +186,11 @@ fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   var acc_enc = vec4<f32>();
   var d_norm = 0.0;
   var d_bias = 0.0;
+  let start = offsets[j];
   let end = min(offsets[j + 1u], p.capacity);
-  for (var e = offsets[j]; e < end; e++) {
+  // Nothing to add (most latents of the auxiliary selection): skip the scattered W_enc writes.
+  if (start >= end) { return; }
+  for (var e = start; e < end; e++) {
     let b = entry_index[e];
     var d_out = vec4<f32>();
     for (var t = 0u; t < p.terms; t++) {
