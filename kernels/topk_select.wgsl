@@ -122,3 +122,90 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let kept = select(v, max(v, 0.0), RELU_OUTPUT);
   out[p.offset + i] = select(0.0, kept, selected);
 }
+
+// ---- select_rows: the whole selection of one row in one workgroup ------------------------------
+// Per-row top-k with every pass in one dispatch: a workgroup walks its row once per radix pass,
+// so after the first pass the row is read from cache rather than memory, and each digit is chosen
+// in workgroup memory. Same keys, tie-break and output as the multi-dispatch path above.
+var<workgroup> row_hist: array<atomic<u32>, 256>;
+// [0] value prefix, [1] remaining, [2] covering (elements equal to the prefix), [3] k,
+// [4] tie prefix, [5] tie remaining, [6] tie covering, [7] 1 when ties need breaking.
+var<workgroup> row_state: array<u32, 8>;
+
+// Invocation 0 picks the digit at `shift`: bins from the top until `remaining` are covered.
+// `slot` is 0 for the value passes, 4 for the tie-break passes.
+fn choose_digit(lid: u32, shift: u32, slot: u32) {
+  if (lid == 0u) {
+    var remaining = row_state[slot + 1u];
+    var prefix = row_state[slot];
+    var covering = 0u;
+    for (var b = 255i; b >= 0i; b--) {
+      let c = atomicLoad(&row_hist[u32(b)]);
+      if (c >= remaining) {
+        prefix = prefix | (u32(b) << shift);
+        covering = c;
+        break;
+      }
+      remaining -= c;
+    }
+    row_state[slot] = prefix;
+    row_state[slot + 1u] = remaining;
+    row_state[slot + 2u] = covering;
+  }
+}
+
+// One radix digit over the row's candidates: value keys, or for the tie-break passes the
+// inverted indices of the elements equal to `threshold`, that match the prefix fixed so far.
+fn row_pass(lid: u32, base: u32, digit: u32, tie: bool, threshold: u32) {
+  let slot = select(0u, 4u, tie);
+  let prefix = workgroupUniformLoad(&row_state[slot]);
+  atomicStore(&row_hist[lid], 0u);
+  workgroupBarrier();
+  let shift = 24u - 8u * digit;
+  let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), digit > 0u);
+  for (var j = lid; j < p.seg_len; j += 256u) {
+    let value_key = key_of(values[base + j]);
+    let key = select(value_key, ~j, tie);
+    if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie || value_key == threshold)) {
+      atomicAdd(&row_hist[(key >> shift) & 0xffu], 1u);
+    }
+  }
+  workgroupBarrier();
+  choose_digit(lid, shift, slot);
+}
+
+@compute @workgroup_size(256)
+fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.segments) { return; }
+  let base = p.offset + row * p.seg_len;
+  if (lid == 0u) {
+    var k = p.k;
+    if (K_FROM_BUFFER) { k = min(k, u32(k_limit[0])); }
+    row_state[0] = 0u;
+    row_state[1] = k;
+    row_state[3] = k;
+    row_state[4] = 0u;
+  }
+  for (var digit = 0u; digit < 4u; digit++) { row_pass(lid, base, digit, false, 0u); }
+  if (lid == 0u) {
+    row_state[5] = row_state[1];
+    row_state[7] = select(0u, 1u, row_state[2] > row_state[1]);
+  }
+  // Several elements equal the k-th value but only `remaining` of them fit: lowest indices win.
+  let ties = workgroupUniformLoad(&row_state[7]) == 1u;
+  let threshold = row_state[0];
+  let k = row_state[3];
+  if (ties) {
+    for (var digit = 0u; digit < 4u; digit++) { row_pass(lid, base, digit, true, threshold); }
+  }
+  let tie_prefix = workgroupUniformLoad(&row_state[4]);
+  for (var j = lid; j < p.seg_len; j += 256u) {
+    let v = values[base + j];
+    let key = key_of(v);
+    let tie_kept = !ties || ~j >= tie_prefix;
+    let selected = k > 0u && (key > threshold || (key == threshold && tie_kept));
+    out[base + j] = select(0.0, select(v, max(v, 0.0), RELU_OUTPUT), selected);
+  }
+}
