@@ -80,21 +80,23 @@ function markdown(
     "",
     "## Train step (forward, losses, backward, bookkeeping, clip, Adam)",
     "",
-    `| architecture | batch | d_in | d_sae | k | dead latents | tokens/s | ms/step | peak GPU buffers (MiB) |${
+    `| architecture | batch | d_in | d_sae | k | L0 | dead latents | tokens/s | ms/step | peak GPU buffers (MiB) |${
       withTorch ? " PyTorch tokens/s | ratio |" : ""
     }`,
-    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${
+    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${
       withTorch ? " ---: | ---: |" : ""
     }`,
     ...steps.map((s) =>
-      `| ${s.arch} | ${s.batch} | ${s.d_in} | ${s.d_sae} | ${s.k} | ${s.dead_latents} | ${
-        Math.round(s.tokens_per_s)
-      } | ${s.ms_per_step.toFixed(1)} | ${mib(s.peak_buffer_bytes)} |${torchCells(s)}`
+      `| ${s.arch} | ${s.batch} | ${s.d_in} | ${s.d_sae} | ${s.k} | ${
+        s.l0.toFixed(0)
+      } | ${s.dead_latents} | ${Math.round(s.tokens_per_s)} | ${s.ms_per_step.toFixed(1)} | ${
+        mib(s.peak_buffer_bytes)
+      } |${torchCells(s)}`
     ),
     "",
     `- TopK-family runs hold ${
       DEAD_FRACTION * 100
-    }% of latents dead (b_enc −1000, dead_feature_window 1), as the baseline marks them, so both sides compute AuxK; latents that never fire on the repeated benchmark batch count as dead too. The TopK family runs its sparse step; the others their dense step.`,
+    }% of latents dead (b_enc −1000, dead_feature_window 1), as the baseline marks them, so both sides compute AuxK; latents that never fire on the repeated benchmark batch count as dead too. Standard, JumpReLU and Gated start with encoder (gate) biases that put L0 near k, the regime of a trained SAE. Kernel paths are chosen as in training (\`auto\`): the TopK family and the standard SAE at low measured L0 run sparse steps, the others dense ones.`,
     "",
     torchLine,
     "",

@@ -36,6 +36,8 @@ export interface TrainStepResult extends TrainStepShape {
   peak_buffer_bytes: number;
   /** Latents the trainer counted dead after the timed steps. */
   dead_latents: number;
+  /** Mean active latents per row, measured at the last warm-up step. */
+  l0: number;
 }
 
 /** Architecture config fields for a benchmark at this shape. */
@@ -76,6 +78,7 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
   gpu.peakBytes = before;
   const params = initializeParams(arch, cfg, 0);
   if (TOPK_FAMILY.includes(shape.arch)) holdDead(params.b_enc, DEAD_FRACTION);
+  else targetL0(params, shape);
   const sae = TrainingSae.fromHost(gpu, arch, cfg, params, {}, {
     beta1: trainerCfg.adam_beta1,
     beta2: trainerCfg.adam_beta2,
@@ -88,9 +91,10 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
       shape.d_in,
     ]),
   );
-  trainer.step(x); // compiles every pipeline
-  trainer.step(x);
-  await gpu.sync();
+  // Warm-up steps compile every pipeline; logging them measures L0, which picks kernel paths.
+  trainer.step(x, { log: true });
+  trainer.step(x, { log: true });
+  const warmUp = await trainer.readMetrics();
   const start = performance.now();
   for (let i = 0; i < shape.steps; i++) trainer.step(x);
   await gpu.sync();
@@ -113,7 +117,41 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
     ms_per_step: (seconds * 1000) / shape.steps,
     peak_buffer_bytes: peak,
     dead_latents: dead,
+    l0: warmUp[warmUp.length - 1].l0,
   };
+}
+
+/**
+ * ReLU-family SAEs start near L0 = d_sae / 2; a trained one fires about k latents per token.
+ * Shifts the encoder bias (the gate's, for Gated) by −z·‖W_enc[:, j]‖ so that a standard-normal
+ * input fires latent j with probability k / d_sae: the L0 ≈ k regime the benchmark measures.
+ */
+function targetL0(params: Record<string, Float32Array>, s: TrainStepShape): void {
+  const bias = params.b_gate ?? params.b_enc;
+  const z = normalQuantile(1 - s.k / s.d_sae);
+  for (let j = 0; j < s.d_sae; j++) {
+    let sq = 0;
+    for (let i = 0; i < s.d_in; i++) sq += params.W_enc[i * s.d_sae + j] ** 2;
+    bias[j] = -z * Math.sqrt(sq);
+  }
+}
+
+/** Φ⁻¹(p) by bisection on the normal CDF (erf after Abramowitz & Stegun 7.1.26, |ε| < 2e-7). */
+function normalQuantile(p: number): number {
+  const cdf = (x: number) => {
+    const t = 1 / (1 + 0.3275911 * Math.abs(x) / Math.SQRT2);
+    const poly = t *
+      (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    const erf = 1 - poly * Math.exp(-(x * x) / 2);
+    return 0.5 * (1 + Math.sign(x) * erf);
+  };
+  let [lo, hi] = [-10, 10];
+  for (let i = 0; i < 100; i++) {
+    const mid = (lo + hi) / 2;
+    if (cdf(mid) < p) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
 }
 
 /** A seeded `fraction` of latents get b_enc −1000: they never fire, so they stay dead. */

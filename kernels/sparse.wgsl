@@ -43,9 +43,13 @@ struct Params {
 @group(0) @binding(17) var<storage, read_write> d_norms: array<f32>;
 @group(0) @binding(18) var<storage, read_write> entry_decoded: array<f32>; // [capacity]
 @group(0) @binding(19) var<storage, read_write> entry_d_norm: array<f32>;  // [capacity]
+@group(0) @binding(20) var<storage, read> extra_grad: array<f32>;      // [rows, d_sae]
+@group(0) @binding(21) var<storage, read_write> dispatch_args: array<u32>; // [3] workgroup counts
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
+// A dense [rows, d_sae] gradient w.r.t. the activations from other losses (L1) adds in.
+override HAS_EXTRA: bool = false;
 
 fn term_width(t: u32) -> u32 {
   return p.widths[t / 4u][t % 4u];
@@ -136,6 +140,17 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   out4[r * d_in4 + i] = acc;
 }
 
+// Workgroup counts for entry_grads (64 entries each) from the number of entries, so the dispatch
+// covers the entries there are rather than the capacity.
+@compute @workgroup_size(1)
+fn entry_dispatch() {
+  let groups = (min(offsets[p.lists], p.capacity) + 63u) / 64u;
+  let x = min(groups, 65535u);
+  dispatch_args[0] = x;
+  dispatch_args[1] = max(1u, (groups + 65534u) / 65535u);
+  dispatch_args[2] = 1u;
+}
+
 // Per latent-list entry (row b, latent j, value a): g = sum over terms t with j < width_t of
 // dot(d_pre_t[b], W_dec[j]). Writes the entry's coefficients for latent_backward: the decoded
 // activation (a, or a / norm), the gradient reaching the linear pre-activation, and the
@@ -160,11 +175,13 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   }
   if (RESCALE) {
     let norm = norms[j];
-    let d_acts = g / norm;
+    var d_acts = g / norm;
+    if (HAS_EXTRA) { d_acts += extra_grad[b * p.d_sae + j]; }
     entry_decoded[e] = a / norm;
     entry_grad[e] = d_acts * norm;
-    entry_d_norm[e] = d_acts * linear_pre[b * p.d_sae + j] - d_acts * a / norm;
+    entry_d_norm[e] = d_acts * linear_pre[b * p.d_sae + j] - (g / norm) * a / norm;
   } else {
+    if (HAS_EXTRA) { g += extra_grad[b * p.d_sae + j]; }
     entry_decoded[e] = a;
     entry_grad[e] = g;
   }

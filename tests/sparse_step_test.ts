@@ -1,7 +1,8 @@
 /**
- * The TopK family's sparse step against its dense step: same losses, outputs and gradients on
- * the same batch (with dead latents so AuxK runs, with and without decoder-norm rescaling, and
- * Matryoshka's prefix losses), and the sparse kernels really run.
+ * Sparse steps (the TopK family; the standard SAE) against the dense steps: same losses, outputs
+ * and gradients on the same batch (with dead latents so AuxK runs, with and without decoder-norm
+ * rescaling, Matryoshka's prefix losses, the standard SAE's L1 gradients), and the sparse kernels
+ * really run.
  */
 import { parseSaeConfig } from "../src/config/sae.ts";
 import type { Gpu } from "../src/gpu/device.ts";
@@ -13,9 +14,14 @@ import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const [dIn, dSae, batch] = [24, 96, 40];
 
-async function stepOn(gpu: Gpu, sparse: boolean, saeConfig: Record<string, unknown>) {
+async function stepOn(
+  gpu: Gpu,
+  policy: Gpu["sparseKernels"],
+  saeConfig: Record<string, unknown>,
+  activeFraction?: number,
+) {
   const cfg = parseSaeConfig(
-    { d_in: dIn, d_sae: dSae, k: 6, ...saeConfig },
+    { d_in: dIn, d_sae: dSae, ...saeConfig },
     "test",
     () => {},
   ) as unknown as StepConfig;
@@ -25,10 +31,11 @@ async function stepOn(gpu: Gpu, sparse: boolean, saeConfig: Record<string, unkno
   params.b_dec = randomArray(dIn, 4, -0.2, 0.2);
   params.b_enc = randomArray(dSae, 5, -0.1, 0.1);
   const sae = TrainingSae.fromHost(gpu, arch, cfg, params, {}, { beta1: 0.9, beta2: 0.999 });
+  sae.activeFraction = activeFraction;
   const x = gpu.upload(randomArray(batch * dIn, 6, -1, 1), [batch, dIn]);
   // Every third latent is dead.
   const dead = gpu.upload(Float32Array.from({ length: dSae }, (_, j) => (j % 3 === 0 ? 1 : 0)));
-  gpu.sparseKernels = sparse;
+  gpu.sparseKernels = policy;
   const dispatch = gpu.dispatch.bind(gpu);
   let sparseDispatches = 0;
   gpu.dispatch = (kernel, ...rest) => {
@@ -36,7 +43,7 @@ async function stepOn(gpu: Gpu, sparse: boolean, saeConfig: Record<string, unkno
     return dispatch(kernel, ...rest);
   };
   try {
-    const result = sae.forwardBackward(x, dead, {});
+    const result = sae.forwardBackward(x, dead, { l1: 0.3 });
     const named = {
       ...Object.fromEntries(Object.entries(result.losses).map(([k, v]) => [`loss.${k}`, v])),
       ...Object.fromEntries(Object.entries(result.grads).map(([k, v]) => [`grad.${k}`, v])),
@@ -50,17 +57,20 @@ async function stepOn(gpu: Gpu, sparse: boolean, saeConfig: Record<string, unkno
     };
   } finally {
     gpu.dispatch = dispatch;
-    gpu.sparseKernels = true;
+    gpu.sparseKernels = "auto";
   }
 }
 
 const CASES: Record<string, unknown>[] = [
-  { architecture: "topk", rescale_acts_by_decoder_norm: true },
-  { architecture: "topk", rescale_acts_by_decoder_norm: false, apply_b_dec_to_input: true },
-  { architecture: "batchtopk", rescale_acts_by_decoder_norm: true },
-  { architecture: "matryoshka_batchtopk", matryoshka_widths: [8, 40, dSae] },
+  { architecture: "standard" },
+  { architecture: "standard", lp_norm: 2, apply_b_dec_to_input: false },
+  { architecture: "topk", k: 6, rescale_acts_by_decoder_norm: true },
+  { architecture: "topk", k: 6, rescale_acts_by_decoder_norm: false, apply_b_dec_to_input: true },
+  { architecture: "batchtopk", k: 6, rescale_acts_by_decoder_norm: true },
+  { architecture: "matryoshka_batchtopk", k: 6, matryoshka_widths: [8, 40, dSae] },
   {
     architecture: "matryoshka_batchtopk",
+    k: 6,
     matryoshka_widths: [30, dSae],
     rescale_acts_by_decoder_norm: true,
     normalize_activations: "layer_norm",
@@ -69,12 +79,12 @@ const CASES: Record<string, unknown>[] = [
 
 for (const saeConfig of CASES) {
   Deno.test(
-    `sparse and dense TopK-family steps agree: ${JSON.stringify(saeConfig)}`,
+    `sparse and dense steps agree: ${JSON.stringify(saeConfig)}`,
     gpuTest,
     async () => {
       const gpu = await testGpu();
-      const dense = await stepOn(gpu, false, saeConfig);
-      const sparse = await stepOn(gpu, true, saeConfig);
+      const dense = await stepOn(gpu, "never", saeConfig);
+      const sparse = await stepOn(gpu, "always", saeConfig);
       if (dense.sparseDispatches !== 0) throw new Error("the dense path ran sparse kernels");
       if (sparse.sparseDispatches === 0) throw new Error("the sparse path never ran");
       for (const [name, expected] of Object.entries(dense.values)) {
@@ -85,3 +95,18 @@ for (const saeConfig of CASES) {
     },
   );
 }
+
+Deno.test(
+  "auto mode: TopK always sparse, standard only at a low measured density",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const ran = async (config: Record<string, unknown>, activeFraction?: number) =>
+      (await stepOn(gpu, "auto", config, activeFraction)).sparseDispatches > 0;
+    const standard = { architecture: "standard" };
+    if (!await ran({ architecture: "topk", k: 6 })) throw new Error("topk did not run sparse");
+    if (await ran(standard)) throw new Error("standard ran sparse with no measured density");
+    if (await ran(standard, 0.5)) throw new Error("standard ran sparse at density 0.5");
+    if (!await ran(standard, 0.01)) throw new Error("standard did not run sparse at density 0.01");
+  },
+);

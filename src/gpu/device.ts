@@ -66,10 +66,11 @@ export class Gpu {
   /** Tests only: pretend storage bindings hold at most this many bytes (forces chunking). */
   maxBindingOverride: number | undefined = undefined;
   /**
-   * Whether architectures may use their sparse kernel paths (chosen per step by size and
-   * density); false forces the dense GEMM paths, which parity also checks.
+   * Which kernel path architectures with a sparse step take: `auto` chooses per step by size
+   * and measured density, `always` takes the sparse path wherever it fits, `never` forces the
+   * dense GEMMs (parity checks both).
    */
-  sparseKernels = true;
+  sparseKernels: "auto" | "always" | "never" = "auto";
 
   private constructor(device: GPUDevice, info: GPUAdapterInfo) {
     this.device = device;
@@ -152,7 +153,8 @@ export class Gpu {
     const buffer = this.freeBuffers.get(bytes)?.pop() ??
       this.device.createBuffer({
         size: bytes,
-        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST |
+          GPUBufferUsage.INDIRECT,
       });
     this.liveBytes += bytes;
     this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
@@ -258,7 +260,7 @@ export class Gpu {
   dispatch(
     kernel: Kernel,
     bindings: readonly (Binding | undefined)[],
-    workgroups: readonly [number, number?, number?],
+    workgroups: readonly [number, number?, number?] | Tensor,
     params?: ArrayBuffer,
   ): void {
     const entries: GPUBindGroupEntry[] = [];
@@ -273,14 +275,19 @@ export class Gpu {
     const pass = this.commandEncoder().beginComputePass({ label: kernel.label });
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
-    const [x, y = 1, z = 1] = workgroups;
-    const max = this.limits.maxComputeWorkgroupsPerDimension;
-    if (x > max || y > max || z > max) {
-      throw new GpuError(
-        `${kernel.label}: dispatch [${x},${y},${z}] exceeds ${max} workgroups per dimension`,
-      );
+    if (workgroups instanceof Tensor) {
+      // Sizes computed on the GPU: a [3] u32 tensor of workgroup counts (no readback).
+      pass.dispatchWorkgroupsIndirect(workgroups.buffer, 0);
+    } else {
+      const [x, y = 1, z = 1] = workgroups;
+      const max = this.limits.maxComputeWorkgroupsPerDimension;
+      if (x > max || y > max || z > max) {
+        throw new GpuError(
+          `${kernel.label}: dispatch [${x},${y},${z}] exceeds ${max} workgroups per dimension`,
+        );
+      }
+      if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
     }
-    if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
     pass.end();
   }
 

@@ -29,7 +29,7 @@ export interface SparseActs {
   byLatent: SparseLists;
 }
 
-/** Storage bindings 1..19 of kernels/sparse.wgsl, by role. */
+/** Storage bindings 1..21 of kernels/sparse.wgsl, by role. */
 const BINDINGS = [
   "dense",
   "counts",
@@ -50,6 +50,8 @@ const BINDINGS = [
   "dNorms",
   "entryDecoded",
   "entryDNorm",
+  "extraGrad",
+  "dispatchArgs",
 ];
 
 /** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
@@ -185,6 +187,8 @@ export interface SparseBackwardInputs {
   norms?: Tensor;
   /** [rows, d_sae] pre-activations before any rescaling (read only when rescaling). */
   linearPre: Tensor;
+  /** [rows, d_sae] gradient w.r.t. the activations from other losses (L1), read at entries. */
+  extraGrad?: Tensor;
 }
 
 /** Where the latent-list backward adds its gradients (all zero-initialised by the caller). */
@@ -226,7 +230,8 @@ export function sparseBackward(
     decoded: gpu.empty([acts.capacity]),
     dNorm: gpu.empty([acts.capacity]),
   };
-  // Bindings 1-19 of the shader (see kernels/sparse.wgsl); each entry point takes its own.
+  const dispatchArgs = gpu.empty([3], "u32");
+  // Bindings 1-21 of the shader (see kernels/sparse.wgsl); each entry point takes its own.
   const bound = (names: string[]) => {
     const all: Record<string, Tensor> = {
       offsets,
@@ -245,11 +250,22 @@ export function sparseBackward(
       dNorms: outputs.dNorms,
       entryDecoded: entry.decoded,
       entryDNorm: entry.dNorm,
+      // Read only with HAS_EXTRA; any read-only f32 buffer stands in otherwise.
+      extraGrad: inputs.extraGrad ?? inputs.wDec,
+      dispatchArgs,
     };
     return BINDINGS.map((name) => (names.includes(name) ? all[name] : undefined));
   };
+  // As many workgroups as there are entries (the capacity may be far larger): sized on the GPU.
   gpu.dispatch(
-    gpu.kernel("sparse", code, "entry_grads", rescale),
+    gpu.kernel("sparse", code, "entry_dispatch"),
+    bound(["offsets", "dispatchArgs"]),
+    [1],
+    uniforms({ ...fields, lists: acts.dSae }),
+  );
+  const extra = { HAS_EXTRA: inputs.extraGrad ? 1 : 0 };
+  gpu.dispatch(
+    gpu.kernel("sparse", code, "entry_grads", { ...rescale, ...extra }),
     bound([
       "offsets",
       "index",
@@ -262,8 +278,9 @@ export function sparseBackward(
       "linearPre",
       "entryDecoded",
       "entryDNorm",
+      "extraGrad",
     ]),
-    grid1d(acts.capacity * 4), // 64 per workgroup
+    dispatchArgs,
     uniforms(fields),
   );
   const slices = groups(dIn / 4, 256);
@@ -285,5 +302,5 @@ export function sparseBackward(
     grid1d(acts.dSae * slices * 256),
     uniforms(fields),
   );
-  for (const t of Object.values(entry)) t.dispose();
+  for (const t of [...Object.values(entry), dispatchArgs]) t.dispose();
 }

@@ -2,9 +2,16 @@
 import { binary, unary } from "../kernels/elementwise.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../kernels/lp_norm.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
+import { compressSelection, sparseDecode, sparseFits } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
 import type { StepConfig } from "./step.ts";
+
+/**
+ * In `auto` kernel mode the sparse step runs once the measured mean L0 is at most this fraction
+ * of d_sae (dense GEMMs win above it on lavapipe; see README "Performance").
+ */
+export const RELU_SPARSE_MAX_DENSITY = 1 / 32;
 
 export interface StandardConfig extends StepConfig {
   l1_coefficient: number;
@@ -21,7 +28,13 @@ export const standard: Architecture<StandardConfig> = {
     const { params, batch } = step;
     const hiddenPre = step.encodeLinear(params.b_enc);
     const featureActs = unary("relu", hiddenPre);
-    const { out: saeOut } = step.decode(featureActs);
+    const fits = sparseFits(step.x.gpu.maxBindingBytes, batch, cfg.d_in, cfg.d_sae);
+    const sparse = step.useSparse(fits, RELU_SPARSE_MAX_DENSITY);
+    // Sparse: every active latent may be an entry, so the lists can hold the whole batch.
+    const acts = sparse ? compressSelection(featureActs, batch * cfg.d_sae) : undefined;
+    const { out: saeOut, decoded } = acts
+      ? { out: step.decodeOutput(sparseDecode(acts, params.W_dec)), decoded: featureActs }
+      : step.decode(featureActs);
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 
     // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p)
@@ -30,13 +43,24 @@ export const standard: Architecture<StandardConfig> = {
     const norms = rowLpNorms(weighted, cfg.lp_norm);
     step.losses.l1_loss = unary("affine", reduceAll(norms), { alpha: coeff / batch, beta: 0 });
     const dWeighted = rowLpNormsBackward(weighted, norms, cfg.lp_norm, coeff / batch);
+    const dL1 = binary("mul", dWeighted, step.decoderRowNorms, "perCol");
 
-    const dActs = step.decoderBackward(featureActs, dOut);
-    binary("add", dActs, binary("mul", dWeighted, step.decoderRowNorms, "perCol"), "full", {
-      out: dActs,
-    });
-    step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
-    step.encoderBackward(binary("maskGreater", dActs, hiddenPre, "full", { alpha: 0 }), "b_enc");
+    if (acts) {
+      const dBEnc = step.x.gpu.zeros([cfg.d_sae]);
+      const dPre = step.decodeOutputBackward(dOut);
+      step.sparseBackward(
+        acts,
+        { dPre, widths: [cfg.d_sae], linearPre: hiddenPre, extraGrad: dL1 },
+        dBEnc,
+      );
+      step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
+      step.encoderBiasBackward(dBEnc, "b_enc");
+    } else {
+      const dActs = step.decoderBackward(decoded, dOut);
+      binary("add", dActs, dL1, "full", { out: dActs });
+      step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
+      step.encoderBackward(binary("maskGreater", dActs, hiddenPre, "full", { alpha: 0 }), "b_enc");
+    }
     return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
   },
 

@@ -9,6 +9,7 @@
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/matmul.ts";
+import { type SparseActs, sparseBackward, type SparseBackwardInputs } from "../kernels/sparse.ts";
 import { reduceAll, reduceCols, reduceRows } from "../kernels/reduce.ts";
 import { normalizeInput, type RunTimeNormalization } from "./normalization.ts";
 
@@ -38,6 +39,8 @@ export interface StepInput {
   deadMask: Tensor;
   /** Sparsity coefficients after warm-up, by SAELens coefficient name. */
   coefficients: Record<string, number>;
+  /** Mean fraction of latents active per row at the last measured (logged) step, if any. */
+  activeFraction?: number;
 }
 
 export class TrainStep {
@@ -74,6 +77,19 @@ export class TrainStep {
 
   get x(): Tensor {
     return this.input.x;
+  }
+
+  /**
+   * Whether to take an architecture's sparse path: never when forced dense or when `fits` is
+   * false; in `auto` mode, only while the measured active fraction is at most `maxDensity`
+   * (when given: ReLU-family activations can be dense, top-k ones never are).
+   */
+  useSparse(fits: boolean, maxDensity?: number): boolean {
+    const policy = this.x.gpu.sparseKernels;
+    if (policy === "never" || !fits) return false;
+    if (policy === "always" || maxDensity === undefined) return true;
+    const measured = this.input.activeFraction;
+    return measured !== undefined && measured <= maxDensity;
   }
 
   /** saeIn · W + bias (W defaults to W_enc). */
@@ -184,6 +200,25 @@ export class TrainStep {
       const bDecGrad = this.grads.b_dec.view([this.cfg.d_in, 1]);
       matmul(weight, dBias.view([dBias.size, 1]), { alpha: -1, accumulateInto: bDecGrad });
     }
+  }
+
+  /**
+   * The sparse counterpart of decoderBackward + encoderBackward for compressed activations:
+   * adds W_dec, W_enc and decoder-norm gradients of the entries and their b_enc share into
+   * `dBEnc` (zero-initialised, [d_sae]; pass it to encoderBiasBackward once every selection
+   * has added to it).
+   */
+  sparseBackward(
+    acts: SparseActs,
+    inputs: Omit<SparseBackwardInputs, "wDec" | "saeIn">,
+    dBEnc: Tensor,
+  ): void {
+    sparseBackward(acts, { ...inputs, wDec: this.params.W_dec, saeIn: this.saeIn }, {
+      dWDec: this.grads.W_dec,
+      dWEnc: this.grads.W_enc,
+      dBEnc,
+      dNorms: this.decoderNormGrad,
+    });
   }
 
   /** Folds the decoder-norm gradient into W_dec: dW_dec[j] += dn_j · W_dec[j] / ‖W_dec[j]‖. */

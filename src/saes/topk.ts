@@ -7,13 +7,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import {
-  compressSelection,
-  MAX_TERMS,
-  sparseBackward,
-  sparseDecode,
-  sparseFits,
-} from "../kernels/sparse.ts";
+import { compressSelection, MAX_TERMS, sparseDecode, sparseFits } from "../kernels/sparse.ts";
 import { topkPerRow, topkPerRowMasked } from "../kernels/topk.ts";
 import type { Architecture, InferenceSae } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes, hostRowNorms } from "./common.ts";
@@ -48,11 +42,10 @@ export function trainTopKFamily(
   const linear = step.encodeLinear(step.params.b_enc);
   const hiddenPre = norms ? binary("mul", linear, norms, "perCol") : linear;
   const featureActs = hooks.select(hiddenPre);
-  const fits = sparseFits(step.x.gpu.maxBindingBytes, step.batch, cfg.d_in, cfg.d_sae);
   const terms = 1 + (hooks.prefixWidths?.length ?? 0);
-  const forward = step.x.gpu.sparseKernels && fits && terms <= MAX_TERMS
-    ? sparseTopKFamily
-    : denseTopKFamily;
+  const fits = sparseFits(step.x.gpu.maxBindingBytes, step.batch, cfg.d_in, cfg.d_sae) &&
+    terms <= MAX_TERMS;
+  const forward = step.useSparse(fits) ? sparseTopKFamily : denseTopKFamily;
   const saeOut = forward(step, cfg, hooks, { linear, hiddenPre, featureActs, norms });
   return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
 }
@@ -174,16 +167,10 @@ function sparseTopKFamily(
   const dPre = gpu.empty([terms.length * step.batch, cfg.d_in]);
   terms.forEach((dTerm, t) => gpu.copy(step.decodeOutputBackward(dTerm), dPre, 0, t * size, size));
   const dBEnc = gpu.zeros([cfg.d_sae]);
-  const outputs = {
-    dWDec: step.grads.W_dec,
-    dWEnc: step.grads.W_enc,
-    dBEnc,
-    dNorms: step.decoderNormGrad,
-  };
-  const common = { wDec, saeIn: step.saeIn, norms, linearPre: linear };
-  sparseBackward(acts, { ...common, dPre, widths: [cfg.d_sae, ...prefixWidths] }, outputs);
+  const common = { norms, linearPre: linear };
+  step.sparseBackward(acts, { ...common, dPre, widths: [cfg.d_sae, ...prefixWidths] }, dBEnc);
   const dAuxPre = step.decodeOutputBackward(dRecons);
-  sparseBackward(auxActs, { ...common, dPre: dAuxPre, widths: [cfg.d_sae] }, outputs);
+  step.sparseBackward(auxActs, { ...common, dPre: dAuxPre, widths: [cfg.d_sae] }, dBEnc);
   step.encoderBiasBackward(dBEnc, "b_enc");
   return saeOut;
 }

@@ -19,6 +19,11 @@ export interface StepResult {
 
 export class TrainingSae<C extends StepConfig = StepConfig> {
   readonly adam: Adam;
+  /**
+   * Mean L0 / d_sae at the last logged step (set by the trainer when it reads metrics); picks
+   * between sparse and dense paths where activations may be dense.
+   */
+  activeFraction?: number;
 
   constructor(
     readonly gpu: Gpu,
@@ -58,7 +63,12 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
   /** Forward pass, every loss term and every parameter gradient for one batch. */
   forwardBackward(x: Tensor, deadMask: Tensor, coefficients: Record<string, number>): StepResult {
     return this.gpu.scope(() => {
-      const step = new TrainStep(this.cfg, this.params, { x, deadMask, coefficients });
+      const step = new TrainStep(this.cfg, this.params, {
+        x,
+        deadMask,
+        coefficients,
+        activeFraction: this.activeFraction,
+      });
       const outputs = {
         ...step.normalization.outputs,
         ...this.arch.trainForward(step, this.cfg, this.state),

@@ -20,6 +20,8 @@ export interface CheckpointMeta {
   nTrainingSamples: number;
   nFracActiveSamples: number;
   adamStep: number;
+  /** The measured active fraction that picks kernel paths, so a resumed run takes the same ones. */
+  activeFraction?: number;
   /** The activation source's position (`ActivationSource.position()`). */
   dataPosition: unknown;
   /** expected_average_only_in factor (1 when unused). */
@@ -36,7 +38,7 @@ export async function saveCheckpoint(
   dir: string,
   sae: TrainingSae,
   trainer: Trainer,
-  meta: Omit<CheckpointMeta, keyof TrainerState | "adamStep">,
+  meta: Omit<CheckpointMeta, keyof TrainerState | "adamStep" | "activeFraction">,
   keep = 3,
 ): Promise<string> {
   const gpu = sae.gpu;
@@ -72,6 +74,7 @@ export async function saveCheckpoint(
     nTrainingSamples: trainerState.nTrainingSamples,
     nFracActiveSamples: trainerState.nFracActiveSamples,
     adamStep: sae.adam.step,
+    activeFraction: sae.activeFraction,
     ...meta,
   };
   const target = join(dir, checkpointName(full.nTrainingSteps));
@@ -128,6 +131,7 @@ export async function loadLatestCheckpoint(
   for (const [n, t] of Object.entries(sae.adam.expAvgSq)) gpu.write(t, get(`adam.exp_avg_sq.${n}`));
   for (const [n, t] of Object.entries(sae.state)) gpu.write(t, get(`state.${n}`));
   sae.adam.step = meta.adamStep;
+  sae.activeFraction = meta.activeFraction;
   trainer.loadState({
     nTrainingSteps: meta.nTrainingSteps,
     nTrainingSamples: meta.nTrainingSamples,

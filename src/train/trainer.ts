@@ -182,7 +182,9 @@ export class Trainer {
     if (pending.length === 0) return [];
     const values = await this.gpu.readMany(pending.map((p) => p.tensor));
     for (const p of pending) p.tensor.dispose();
-    return pending.map((p, i) => p.layout.decode(values[i], p.host));
+    const metrics = pending.map((p, i) => p.layout.decode(values[i], p.host));
+    this.sae.activeFraction = metrics[metrics.length - 1].l0 / this.sae.cfg.d_sae;
+    return metrics;
   }
 
   /** SAELens `feature_sparsity`: act_freq_scores / n_frac_active_samples, in float32 (one sync). */
