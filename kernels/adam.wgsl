@@ -12,13 +12,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
+// clip_grad_norm_'s [norm, scale]: gradients are scaled as they are read (same f32 product as
+// scaling them in place first).
+@group(0) @binding(5) var<storage, read> clip: array<f32>;
+
+override CLIP: bool = false;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * 256u + lid;
   if (i >= p.n) { return; }
-  let g = grad[i];
+  var g = grad[i];
+  if (CLIP) { g = g * clip[1]; }
   let m = exp_avg[i] * p.beta1 + p.one_minus_beta1 * g;
   let v = exp_avg_sq[i] * p.beta2 + p.one_minus_beta2 * g * g;
   exp_avg[i] = m;

@@ -118,7 +118,9 @@ export async function runParity(
     for (const sparse of runs) {
       if (!sparse && paths === "both" && c.kind === "schedule") continue;
       const getGpu = async () =>
-        Object.assign(await acquire(), { sparseKernels: sparse ? "always" as const : "never" as const });
+        Object.assign(await acquire(), {
+          sparseKernels: sparse ? "always" as const : "never" as const,
+        });
       const report = await runCase(getGpu, dir, c);
       if (!sparse) report.id += " [dense]";
       reports.push(report);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { updateTopkThreshold } from "../src/kernels/batchtopk.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../src/kernels/lp_norm.ts";
-import { Adam, clipGradNorm } from "../src/train/optimizer.ts";
+import { Adam, applyClip, clipCoefficient } from "../src/train/optimizer.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const f = Math.fround;
@@ -45,7 +45,9 @@ Deno.test(
       const norm = Math.sqrt(grads.flatMap((g) => [...g]).reduce((a, v) => a + v * v, 0));
       const coef = Math.min(1, 1 / (norm + 1e-6));
       const tensors = grads.map((g) => gpu.upload(g));
-      const [gotNorm, gotCoef] = await clipGradNorm(tensors, 1).read();
+      const clip = clipCoefficient(tensors, 1);
+      applyClip(tensors, clip);
+      const [gotNorm, gotCoef] = await clip.read();
       assertClose([gotNorm, gotCoef], [norm, coef], { rtol: 1e-5, atol: 0, what: "norm, scale" });
       for (let i = 0; i < grads.length; i++) {
         assertClose(await tensors[i].read(), grads[i].map((v) => v * coef), {
@@ -104,6 +106,31 @@ Deno.test(
       rtol: 1e-6,
       atol: 0,
       what: "no positive acts",
+    });
+  },
+);
+
+Deno.test(
+  "Adam with the clip coefficient equals clipping in place, then Adam (bit for bit)",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const p0 = randomArray(777, 21), g0 = randomArray(777, 22, -40, 40);
+    const fused = { p: gpu.upload(p0), g: gpu.upload(g0) };
+    const inPlace = { p: gpu.upload(p0), g: gpu.upload(g0) };
+    const adamFused = new Adam({ w: fused.p }, { beta1: 0.9, beta2: 0.999 });
+    const adamInPlace = new Adam({ w: inPlace.p }, { beta1: 0.9, beta2: 0.999 });
+    const clip = clipCoefficient([fused.g], 1);
+    const [, scale] = await clip.read();
+    if (!(scale < 1)) throw new Error(`the test needs clipping to happen (scale ${scale})`);
+    adamFused.update({ w: fused.g }, 1e-2, clip);
+    applyClip([inPlace.g], clipCoefficient([inPlace.g], 1));
+    adamInPlace.update({ w: inPlace.g }, 1e-2);
+    assertClose(await fused.p.read(), await inPlace.p.read(), { rtol: 0, atol: 0, what: "param" });
+    assertClose(await adamFused.expAvgSq.w.read(), await adamInPlace.expAvgSq.w.read(), {
+      rtol: 0,
+      atol: 0,
+      what: "exp_avg_sq",
     });
   },
 );

@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { Adam, clipGradNorm } from "../train/optimizer.ts";
+import { Adam, clipCoefficient } from "../train/optimizer.ts";
 import type { Architecture } from "./architecture.ts";
 import { type StepConfig, type StepOutputs, TrainStep } from "./step.ts";
 
@@ -78,14 +78,14 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
     });
   }
 
-  /** Clips gradients in place to global norm 1.0; returns [pre-clip norm, scale]. */
+  /** Global-norm clipping at 1.0 (SAELens): returns [pre-clip norm, scale] for optimizerStep. */
   clip(grads: Record<string, Tensor>): Tensor {
-    return clipGradNorm(Object.keys(this.params).map((name) => grads[name]), 1.0);
+    return clipCoefficient(Object.keys(this.params).map((name) => grads[name]), 1.0);
   }
 
-  /** One Adam update. */
-  optimizerStep(grads: Record<string, Tensor>, lr: number): void {
-    this.adam.update(grads, lr);
+  /** One Adam update, scaling gradients by a `clip` result as they are read when given. */
+  optimizerStep(grads: Record<string, Tensor>, lr: number, clip?: Tensor): void {
+    this.adam.update(grads, lr, clip);
   }
 
   /** Host copies of all parameters (one sync). */

@@ -6,10 +6,11 @@ import { reduceAll } from "../kernels/reduce.ts";
 import { params, wgsl } from "../kernels/source.ts";
 
 /**
- * Scales all gradients in place so their global 2-norm is at most `maxNorm`.
- * Returns a [2] tensor: [pre-clip total norm, applied scale]. SAELens always clips at 1.0.
+ * torch.nn.utils.clip_grad_norm_'s coefficient: a [2] tensor [total 2-norm of all gradients,
+ * scale = min(1, maxNorm / (norm + 1e-6))]. Nothing is scaled here: Adam applies the scale as it
+ * reads each gradient (one pass fewer over the weights), `applyClip` does it in place.
  */
-export function clipGradNorm(grads: readonly Tensor[], maxNorm = 1.0): Tensor {
+export function clipCoefficient(grads: readonly Tensor[], maxNorm = 1.0): Tensor {
   const gpu = grads[0].gpu;
   const sumSquares = gpu.empty([grads.length]);
   grads.forEach((g, i) => {
@@ -25,11 +26,16 @@ export function clipGradNorm(grads: readonly Tensor[], maxNorm = 1.0): Tensor {
     params([grads.length, 0], [maxNorm, 0]),
   );
   sumSquares.dispose();
+  return result;
+}
+
+/** Scales gradients in place by a `clipCoefficient` result (for reading clipped gradients). */
+export function applyClip(grads: readonly Tensor[], clip: Tensor): void {
+  const gpu = clip.gpu;
   const scale = gpu.empty([1]);
-  gpu.copy(result, scale, 1, 0, 1);
+  gpu.copy(clip, scale, 1, 0, 1);
   for (const g of grads) binary("mul", g, scale, "scalar", { out: g });
   scale.dispose();
-  return result;
 }
 
 export interface AdamConfig {
@@ -51,22 +57,26 @@ export class Adam {
     }
   }
 
-  /** Applies one update with learning rate `lr` using `grads` (already clipped). */
-  update(grads: Record<string, Tensor>, lr: number): void {
+  /**
+   * Applies one update with learning rate `lr`. With `clip` (a `clipCoefficient` result) each
+   * gradient is scaled as it is read, exactly as if it had been clipped in place first.
+   */
+  update(grads: Record<string, Tensor>, lr: number, clip?: Tensor): void {
     this.step += 1;
     const { beta1, beta2, eps = 1e-8 } = this.config;
     const stepSize = lr / (1 - beta1 ** this.step);
     const bc2Sqrt = Math.sqrt(1 - beta2 ** this.step);
     for (const [name, p] of Object.entries(this.params)) {
       const gpu = p.gpu;
-      const kernel = gpu.kernel("adam", wgsl("adam"));
+      const kernel = gpu.kernel("adam", wgsl("adam"), "main", { CLIP: clip ? 1 : 0 });
       const tensors = [p, grads[name], this.expAvg[name], this.expAvgSq[name]];
       const f32s = [beta1, beta2, stepSize, bc2Sqrt, eps, 1 - beta1, 1 - beta2, 0, 0, 0];
       // Parameters over one binding are updated in aligned chunks.
       for (const c of chunks(gpu, p.size, 1, { aligned: true })) {
         gpu.dispatch(
           kernel,
-          tensors.map((t) => bind(t, c)),
+          // Without clipping the (unread) coefficient binding takes the gradient chunk.
+          [...tensors.map((t) => bind(t, c)), clip ?? bind(grads[name], c)],
           grid1d(c.count),
           params([c.count, 0], f32s),
         );

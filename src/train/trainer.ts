@@ -129,7 +129,7 @@ export class Trainer {
           host: { step: i, n_training_samples: nTrainingSamples, lr, coefficients },
         });
       }
-      this.sae.optimizerStep(result.grads, lr);
+      this.sae.optimizerStep(result.grads, lr, clip);
     });
     this.nTrainingSteps = i + 1;
     this.nTrainingSamples = nTrainingSamples;
