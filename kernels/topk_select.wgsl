@@ -124,13 +124,33 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // ---- select_rows: the whole selection of one row in one workgroup ------------------------------
-// Per-row top-k with every pass in one dispatch: a workgroup walks its row once per radix pass,
-// so after the first pass the row is read from cache rather than memory, and each digit is chosen
-// in workgroup memory. Same keys, tie-break and output as the multi-dispatch path above.
+// Per-row top-k in one dispatch, one workgroup per row. A prefilter finds a lower bound for the
+// k-th value without touching the row more than once: each invocation takes the maxima of
+// CHUNKS slices of its elements, and the k-th largest of those 256·CHUNKS maxima is at most the
+// row's k-th value (k slices each hold an element at least that large). Elements at or above the
+// bound, usually a few times k, are gathered into workgroup memory and the radix passes run
+// there. When they do not fit (many equal values) the passes walk the row instead. Same keys,
+// tie-break and output as the multi-dispatch path above.
+const CHUNKS = 4u;
+const MAXIMA = 1024u;      // 256 · CHUNKS
+// The host turns the prefilter off when k > MAXIMA.
+override PREFILTER: bool = true;
+const CANDIDATES = 2048u;  // candidates kept in workgroup memory
+
 var<workgroup> row_hist: array<atomic<u32>, 256>;
 // [0] value prefix, [1] remaining, [2] covering (elements equal to the prefix), [3] k,
-// [4] tie prefix, [5] tie remaining, [6] tie covering, [7] 1 when ties need breaking.
-var<workgroup> row_state: array<u32, 8>;
+// [4] tie prefix, [5] tie remaining, [6] tie covering, [7] 1 when ties need breaking,
+// [8] candidates found.
+var<workgroup> row_state: array<u32, 9>;
+var<workgroup> maxima: array<u32, MAXIMA>;
+var<workgroup> candidate_key: array<u32, CANDIDATES>;
+var<workgroup> candidate_index: array<u32, CANDIDATES>;
+var<workgroup> candidate_count: atomic<u32>;
+
+// What the radix passes walk: the row in memory, the gathered candidates, or the slice maxima.
+const FROM_ROW = 0u;
+const FROM_CANDIDATES = 1u;
+const FROM_MAXIMA = 2u;
 
 // Invocation 0 picks the digit at `shift`: bins from the top until `remaining` are covered.
 // `slot` is 0 for the value passes, 4 for the tie-break passes.
@@ -154,24 +174,55 @@ fn choose_digit(lid: u32, shift: u32, slot: u32) {
   }
 }
 
-// One radix digit over the row's candidates: value keys, or for the tie-break passes the
-// inverted indices of the elements equal to `threshold`, that match the prefix fixed so far.
-fn row_pass(lid: u32, base: u32, digit: u32, tie: bool, threshold: u32) {
+// Counts one element in the histogram of the current digit when it matches the prefix so far.
+// Tie-break passes count the inverted indices of the elements equal to `threshold`.
+fn tally(value_key: u32, index: u32, tie: bool, threshold: u32, prefix: u32, digit: u32) {
+  let shift = 24u - 8u * digit;
+  let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), digit > 0u);
+  let key = select(value_key, ~index, tie);
+  if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie || value_key == threshold)) {
+    atomicAdd(&row_hist[(key >> shift) & 0xffu], 1u);
+  }
+}
+
+// One radix digit over `source`'s elements (a loop per source: a branch inside the loop would be
+// evaluated per element).
+fn row_pass(lid: u32, base: u32, source: u32, count: u32, digit: u32, tie: bool, threshold: u32) {
   let slot = select(0u, 4u, tie);
   let prefix = workgroupUniformLoad(&row_state[slot]);
   atomicStore(&row_hist[lid], 0u);
   workgroupBarrier();
-  let shift = 24u - 8u * digit;
-  let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), digit > 0u);
-  for (var j = lid; j < p.seg_len; j += 256u) {
-    let value_key = key_of(values[base + j]);
-    let key = select(value_key, ~j, tie);
-    if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie || value_key == threshold)) {
-      atomicAdd(&row_hist[(key >> shift) & 0xffu], 1u);
+  if (source == FROM_ROW) {
+    for (var i = lid; i < count; i += 256u) {
+      tally(key_of(values[base + i]), i, tie, threshold, prefix, digit);
     }
+  } else if (source == FROM_CANDIDATES) {
+    for (var i = lid; i < count; i += 256u) {
+      tally(candidate_key[i], candidate_index[i], tie, threshold, prefix, digit);
+    }
+  } else {
+    for (var i = lid; i < count; i += 256u) { tally(maxima[i], i, tie, threshold, prefix, digit); }
   }
   workgroupBarrier();
-  choose_digit(lid, shift, slot);
+  choose_digit(lid, 24u - 8u * digit, slot);
+}
+
+// The k-th largest key of `source` into row_state[0], then (when several elements equal it and
+// only some fit) the tie-break prefix into row_state[4]. Returns whether ties were broken.
+fn radix_select(lid: u32, base: u32, source: u32, count: u32) -> bool {
+  for (var digit = 0u; digit < 4u; digit++) { row_pass(lid, base, source, count, digit, false, 0u); }
+  if (lid == 0u) {
+    row_state[5] = row_state[1];
+    row_state[7] = select(0u, 1u, row_state[2] > row_state[1]);
+  }
+  let ties = workgroupUniformLoad(&row_state[7]) == 1u;
+  let threshold = row_state[0];
+  if (ties) {
+    for (var digit = 0u; digit < 4u; digit++) {
+      row_pass(lid, base, source, count, digit, true, threshold);
+    }
+  }
+  return ties;
 }
 
 @compute @workgroup_size(256)
@@ -187,20 +238,53 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     row_state[1] = k;
     row_state[3] = k;
     row_state[4] = 0u;
+    atomicStore(&candidate_count, 0u);
   }
-  for (var digit = 0u; digit < 4u; digit++) { row_pass(lid, base, digit, false, 0u); }
-  if (lid == 0u) {
-    row_state[5] = row_state[1];
-    row_state[7] = select(0u, 1u, row_state[2] > row_state[1]);
+  if (PREFILTER) {
+    // Slice maxima (key 0, below every float's key, for empty slices).
+    let per_invocation = (p.seg_len + 255u) / 256u;
+    let per_slice = (per_invocation + CHUNKS - 1u) / CHUNKS;
+    for (var c = 0u; c < CHUNKS; c++) {
+      var best = 0u;
+      for (var m = c * per_slice; m < min((c + 1u) * per_slice, per_invocation); m++) {
+        let j = lid + 256u * m;
+        if (j < p.seg_len) { best = max(best, key_of(values[base + j])); }
+      }
+      maxima[lid * CHUNKS + c] = best;
+    }
+    // The k-th largest maximum bounds the k-th value from below (k ≤ MAXIMA).
+    radix_select(lid, base, FROM_MAXIMA, MAXIMA);
+    let bound = workgroupUniformLoad(&row_state[0]);
+    for (var j = lid; j < p.seg_len; j += 256u) {
+      let key = key_of(values[base + j]);
+      if (key >= bound) {
+        let at = atomicAdd(&candidate_count, 1u);
+        if (at < CANDIDATES) {
+          candidate_key[at] = key;
+          candidate_index[at] = j;
+        }
+      }
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+      row_state[8] = atomicLoad(&candidate_count);
+      row_state[0] = 0u;
+      row_state[1] = row_state[3];
+      row_state[4] = 0u;
+    }
+  } else if (lid == 0u) {
+    row_state[8] = 0xffffffffu;
   }
-  // Several elements equal the k-th value but only `remaining` of them fit: lowest indices win.
-  let ties = workgroupUniformLoad(&row_state[7]) == 1u;
-  let threshold = row_state[0];
+  let found = workgroupUniformLoad(&row_state[8]);
+  var ties: bool;
+  if (found <= CANDIDATES) {
+    ties = radix_select(lid, base, FROM_CANDIDATES, found);
+  } else {
+    ties = radix_select(lid, base, FROM_ROW, p.seg_len);
+  }
+  let threshold = workgroupUniformLoad(&row_state[0]);
+  let tie_prefix = row_state[4];
   let k = row_state[3];
-  if (ties) {
-    for (var digit = 0u; digit < 4u; digit++) { row_pass(lid, base, digit, true, threshold); }
-  }
-  let tie_prefix = workgroupUniformLoad(&row_state[4]);
   for (var j = lid; j < p.seg_len; j += 256u) {
     let v = values[base + j];
     let key = key_of(v);

@@ -110,3 +110,24 @@ Deno.test("ties with the k-th value keep exactly k, lowest indices first", gpuTe
     throw new Error(`kept ${keptAt.length} values, the last at ${keptAt.at(-1)}`);
   }
 });
+
+Deno.test(
+  "per-row top-k past the prefilter: too many candidates, and k over 1024",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // 3000 equal values: every element is a candidate (> 2048), so the passes walk the row.
+    const tied = new Float32Array(2 * 3000).fill(0.5);
+    tied[3000 + 2999] = 0.75;
+    const got = await topkPerRow(gpu.upload(tied, [2, 3000]), 10).read();
+    const want = new Float32Array(6000);
+    want.fill(0.5, 0, 10);
+    want.fill(0.5, 3000, 3009);
+    want[5999] = 0.75;
+    assertClose(got, want, { rtol: 0, atol: 0, what: "tied rows" });
+    // k = 1500 > 1024 slice maxima: no prefilter.
+    const x = randomArray(3 * 3000, 77, -1, 1);
+    const big = await topkPerRow(gpu.upload(x, [3, 3000]), 1500).read();
+    assertClose(big, referenceTopK(x, 3000, 1500), { rtol: 0, atol: 0, what: "k 1500" });
+  },
+);

@@ -11,6 +11,8 @@ import { binary, grid1d } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
 
 const ITEMS_PER_WORKGROUP = 256 * 16;
+/** select_rows bounds the k-th value by the k-th of 1024 slice maxima, so k must not exceed it. */
+const PREFILTER_MAX_K = 1024;
 
 interface SelectOptions {
   /** Keep the raw selected values instead of ReLU'd ones. */
@@ -32,7 +34,11 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   checkK(k, segLen);
   if (k === 0) return gpu.zeros(values.shape);
   const out = gpu.empty(values.shape);
-  const constants = { K_FROM_BUFFER: options.kLimit ? 1 : 0, RELU_OUTPUT: options.raw ? 0 : 1 };
+  const constants = {
+    K_FROM_BUFFER: options.kLimit ? 1 : 0,
+    RELU_OUTPUT: options.raw ? 0 : 1,
+    PREFILTER: k <= PREFILTER_MAX_K ? 1 : 0,
+  };
   const kernel = gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants);
   // The entry point always declares the k_limit binding; bind a placeholder when unused.
   const kLimit = options.kLimit ?? gpu.empty([1]);
