@@ -2,12 +2,14 @@
 // rows_main: out[r] = sum_j f(a[r, j]) with one workgroup per row (strided partial sums, then a
 //   tree in workgroup memory). F: 0 identity, 1 square, 2 abs, 3 count(x > alpha), 4 |x|^alpha.
 // cols_main: out[j] = sum_r a[r, j], one invocation per column walking rows in order (coalesced).
+// row_dots: out[r] = alpha · sum_j a[r, j] · v[j] + beta · out[r], laid out like rows_main.
 // Matrices larger than one binding come in chunks of whole rows: `rows` rows starting at global
 // row `row0`, whose first value is a[shift]. cols_main adds later chunks to the running sums.
-struct Params { rows: u32, cols: u32, row0: u32, shift: u32, alpha: f32, _pad: f32 }
+struct Params { rows: u32, cols: u32, row0: u32, shift: u32, alpha: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
 
 override F: u32 = 0u;
 const WG = 256u;
@@ -23,6 +25,17 @@ fn f(x: f32) -> f32 {
   }
 }
 
+// Sums the workgroup's partial sums (every invocation must call it: it has barriers).
+fn workgroup_sum(lid: u32, acc: f32) -> f32 {
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  return partial[0];
+}
+
 @compute @workgroup_size(256)
 fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
@@ -34,13 +47,27 @@ fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let base = p.shift + r * p.cols;
     for (var j = lid; j < p.cols; j += WG) { acc += f(a[base + j]); }
   }
-  partial[lid] = acc;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { partial[lid] += partial[lid + stride]; }
-    workgroupBarrier();
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u && valid) { out[p.row0 + r] = total; }
+}
+
+// row_dots: out[r] = alpha · Σ_j a[r, j] · v[j] + beta · out[r] (a matrix-vector product that
+// reads the matrix row by row; a GEMM with one output column would not).
+@compute @workgroup_size(256)
+fn row_dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+  let r = wid.y * nwg.x + wid.x;
+  let valid = r < p.rows;
+  var acc = 0.0;
+  if (valid) {
+    let base = p.shift + r * p.cols;
+    for (var j = lid; j < p.cols; j += WG) { acc += a[base + j] * v[j]; }
   }
-  if (lid == 0u && valid) { out[p.row0 + r] = partial[0]; }
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u && valid) {
+    let r_out = p.row0 + r;
+    out[r_out] = p.alpha * total + p.beta * out[r_out];
+  }
 }
 
 @compute @workgroup_size(256)

@@ -5,7 +5,13 @@ import {
   unary,
   type UnaryOp,
 } from "../src/kernels/elementwise.ts";
-import { reduceAll, reduceCols, reduceRows, type RowReduction } from "../src/kernels/reduce.ts";
+import {
+  matVecInto,
+  reduceAll,
+  reduceCols,
+  reduceRows,
+  type RowReduction,
+} from "../src/kernels/reduce.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const f = Math.fround;
@@ -157,3 +163,24 @@ Deno.test(
     }
   },
 );
+
+Deno.test("matVecInto adds alpha·(a·v) to beta·out, also in chunks of rows", gpuTest, async () => {
+  const gpu = await testGpu();
+  const [rows, cols] = [37, 1100];
+  const a = randomArray(rows * cols, 31), v = randomArray(cols, 32), out0 = randomArray(rows, 33);
+  const want = Array.from({ length: rows }, (_, r) => {
+    let dot = 0;
+    for (let j = 0; j < cols; j++) dot += a[r * cols + j] * v[j];
+    return -0.5 * dot + 2 * out0[r];
+  });
+  for (const limit of [undefined, 4096 * 4]) {
+    gpu.maxBindingOverride = limit;
+    try {
+      const out = gpu.upload(out0);
+      matVecInto(gpu.upload(a, [rows, cols]), gpu.upload(v), out, -0.5, 2);
+      assertClose(await out.read(), want, { rtol: 1e-4, atol: 1e-4, what: `limit ${limit}` });
+    } finally {
+      gpu.maxBindingOverride = undefined;
+    }
+  }
+});

@@ -10,7 +10,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { type SparseActs, sparseBackward, type SparseBackwardInputs } from "../kernels/sparse.ts";
-import { reduceAll, reduceCols, reduceRows } from "../kernels/reduce.ts";
+import { matVecInto, reduceAll, reduceCols, reduceRows } from "../kernels/reduce.ts";
 import { normalizeInput, type RunTimeNormalization } from "./normalization.ts";
 
 /** The parts of an SAE config the shared step reads. */
@@ -197,8 +197,7 @@ export class TrainStep {
     binary("add", this.grads[biasName], dBias, "full", { out: this.grads[biasName] });
     if (this.cfg.apply_b_dec_to_input) {
       // d(saeIn) = dPre·Wᵀ and b_dec enters with a minus sign: Σ_rows dPre·Wᵀ = W·Σ_rows dPre.
-      const bDecGrad = this.grads.b_dec.view([this.cfg.d_in, 1]);
-      matmul(weight, dBias.view([dBias.size, 1]), { alpha: -1, accumulateInto: bDecGrad });
+      matVecInto(weight, dBias, this.grads.b_dec, -1, 1);
     }
   }
 
