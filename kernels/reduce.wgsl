@@ -2,7 +2,7 @@
 // rows_main: out[r] = sum_j f(a[r, j]) with one workgroup per row (strided partial sums, then a
 //   tree in workgroup memory). F: 0 identity, 1 square, 2 abs, 3 count(x > alpha), 4 |x|^alpha.
 // cols_main: out[j] = sum_r a[r, j], one invocation per column walking rows in order (coalesced).
-// row_dots: out[r] = alpha · sum_j a[r, j] · v[j] + beta · out[r], laid out like rows_main.
+// row_dots: out[r] = alpha · sum_j a[r, j] · v[j] + beta · out[r], one invocation per row.
 // Matrices larger than one binding come in chunks of whole rows: `rows` rows starting at global
 // row `row0`, whose first value is a[shift]. cols_main adds later chunks to the running sums.
 struct Params { rows: u32, cols: u32, row0: u32, shift: u32, alpha: f32, beta: f32 }
@@ -51,23 +51,19 @@ fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   if (lid == 0u && valid) { out[p.row0 + r] = total; }
 }
 
-// row_dots: out[r] = alpha · Σ_j a[r, j] · v[j] + beta · out[r] (a matrix-vector product that
-// reads the matrix row by row; a GEMM with one output column would not).
-@compute @workgroup_size(256)
+// row_dots: out[r] = alpha · Σ_j a[r, j] · v[j] + beta · out[r], one invocation per row summing
+// in index order: the same rounding as a one-column GEMM (parity traces depend on it), without
+// that GEMM's idle lanes.
+@compute @workgroup_size(64)
 fn row_dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-  let r = wid.y * nwg.x + wid.x;
-  let valid = r < p.rows;
+  let r = (wid.y * nwg.x + wid.x) * 64u + lid;
+  if (r >= p.rows) { return; }
+  let base = p.shift + r * p.cols;
   var acc = 0.0;
-  if (valid) {
-    let base = p.shift + r * p.cols;
-    for (var j = lid; j < p.cols; j += WG) { acc += a[base + j] * v[j]; }
-  }
-  let total = workgroup_sum(lid, acc);
-  if (lid == 0u && valid) {
-    let r_out = p.row0 + r;
-    out[r_out] = p.alpha * total + p.beta * out[r_out];
-  }
+  for (var j = 0u; j < p.cols; j++) { acc = acc + a[base + j] * v[j]; }
+  let r_out = p.row0 + r;
+  out[r_out] = p.alpha * acc + p.beta * out[r_out];
 }
 
 @compute @workgroup_size(256)

@@ -43,15 +43,12 @@ export function reduceAll(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?: 
   return total;
 }
 
-/**
- * out = alpha · (a · v) + beta · out for a [rows, cols] matrix and a [cols] vector, in place
- * (one workgroup per row, reading rows contiguously).
- */
+/** out = alpha · (a · v) + beta · out for a [rows, cols] matrix and a [cols] vector, in place. */
 export function matVecInto(a: Tensor, v: Tensor, out: Tensor, alpha = 1, beta = 1): void {
   const gpu = a.gpu;
   const kernel = gpu.kernel("reduce", wgsl("reduce"), "row_dots");
   for (const c of chunks(gpu, a.rows, a.cols)) {
-    const [x, y] = grid1d(c.count * 256);
+    const [x, y] = grid1d(c.count * 4); // 64 rows per workgroup
     const uniforms = params([c.count, a.cols, c.first, c.shift], [alpha, beta]);
     gpu.dispatch(kernel, [bind(a, c), out, v], [x, y], uniforms);
   }
