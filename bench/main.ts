@@ -1,6 +1,6 @@
 /**
  * `deno task bench [--quick] [--arch A,B] [--batch N] [--d-in N] [--d-sae N] [--k N]
- * [--steps N] [--json FILE] [--md FILE] [--skip-sources] [--skip-torch]`: GEMM GFLOP/s in the
+ * [--steps N] [--json FILE] [--md FILE] [--skip-sources] [--skip-torch] [--kernels auto|always|never]`: GEMM GFLOP/s in the
  * three training layouts, train-step tokens/s per architecture next to a same-run PyTorch
  * dense-step baseline (`bench/torch_baseline.py`, when a Python with torch is present) and
  * activation-source throughput; writes a Markdown report and a JSON file.
@@ -124,6 +124,7 @@ if (import.meta.main) {
       md: { type: "string", default: "bench/report.md" },
       "skip-sources": { type: "boolean", default: false },
       "skip-torch": { type: "boolean", default: false },
+      kernels: { type: "string", default: "auto" },
     },
   });
   const preset = values.quick ? QUICK : FULL;
@@ -137,6 +138,11 @@ if (import.meta.main) {
   };
   const archs = values.arch ? values.arch.split(",") : TRAINED;
   const gpu = await Gpu.acquire();
+  if (!["auto", "always", "never"].includes(values.kernels!)) {
+    console.error(`--kernels must be auto, always or never (got "${values.kernels}")`);
+    Deno.exit(2);
+  }
+  gpu.sparseKernels = values.kernels as Gpu["sparseKernels"];
   console.error(`adapter: ${gpu.describe()}`);
   const gemm = await benchGemm(gpu, { ...preset.gemm, repeats: values.quick ? 3 : 2 });
   for (const g of gemm) {
