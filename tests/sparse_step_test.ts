@@ -8,7 +8,7 @@ import { parseSaeConfig } from "../src/config/sae.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { initializeParams } from "../src/saes/init.ts";
 import { getArchitecture } from "../src/saes/registry.ts";
-import type { StepConfig } from "../src/saes/step.ts";
+import type { Measured, StepConfig } from "../src/saes/step.ts";
 import { TrainingSae } from "../src/saes/training_sae.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
@@ -18,7 +18,7 @@ async function stepOn(
   gpu: Gpu,
   policy: Gpu["sparseKernels"],
   saeConfig: Record<string, unknown>,
-  activeFraction?: number,
+  measured?: Measured,
 ) {
   const cfg = parseSaeConfig(
     { d_in: dIn, d_sae: dSae, ...saeConfig },
@@ -29,17 +29,21 @@ async function stepOn(
   const params = initializeParams(arch, cfg, 3);
   // Nonzero biases so centring and b_enc both matter.
   params.b_dec = randomArray(dIn, 4, -0.2, 0.2);
-  params.b_enc = randomArray(dSae, 5, -0.1, 0.1);
+  params.b_enc = randomArray(cfg.d_sae, 5, -0.1, 0.1);
   const sae = TrainingSae.fromHost(gpu, arch, cfg, params, {}, { beta1: 0.9, beta2: 0.999 });
-  sae.activeFraction = activeFraction;
+  sae.measured = measured;
   const x = gpu.upload(randomArray(batch * dIn, 6, -1, 1), [batch, dIn]);
   // Every third latent is dead.
-  const dead = gpu.upload(Float32Array.from({ length: dSae }, (_, j) => (j % 3 === 0 ? 1 : 0)));
+  const dead = gpu.upload(
+    Float32Array.from({ length: cfg.d_sae }, (_, j) => (j % 3 === 0 ? 1 : 0)),
+  );
   gpu.sparseKernels = policy;
   const dispatch = gpu.dispatch.bind(gpu);
   let sparseDispatches = 0;
+  let gatherDispatches = 0;
   gpu.dispatch = (kernel, ...rest) => {
     if (kernel.label.startsWith("sparse:")) sparseDispatches++;
+    if (kernel.label.startsWith("gather:")) gatherDispatches++;
     return dispatch(kernel, ...rest);
   };
   try {
@@ -54,6 +58,7 @@ async function stepOn(
     return {
       values: Object.fromEntries(Object.keys(named).map((k, i) => [k, values[i]])),
       sparseDispatches,
+      gatherDispatches,
     };
   } finally {
     gpu.dispatch = dispatch;
@@ -102,11 +107,45 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const ran = async (config: Record<string, unknown>, activeFraction?: number) =>
-      (await stepOn(gpu, "auto", config, activeFraction)).sparseDispatches > 0;
+      (await stepOn(
+        gpu,
+        "auto",
+        config,
+        activeFraction === undefined ? undefined : { activeFraction, deadLatents: 0 },
+      )).sparseDispatches > 0;
     const standard = { architecture: "standard" };
     if (!await ran({ architecture: "topk", k: 6 })) throw new Error("topk did not run sparse");
     if (await ran(standard)) throw new Error("standard ran sparse with no measured density");
     if (await ran(standard, 0.5)) throw new Error("standard ran sparse at density 0.5");
     if (!await ran(standard, 0.01)) throw new Error("standard did not run sparse at density 0.01");
+  },
+);
+
+Deno.test(
+  "AuxK over dead latents: dense slots, sparse lists, or both, all as the dense step",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // 86 of 256 latents dead; a measured count of 10 gives 64 dense slots and 22 dead latents left
+    // to the lists, no measurement none.
+    const config = { architecture: "topk", k: 6, d_sae: 256, rescale_acts_by_decoder_norm: true };
+    const dense = await stepOn(gpu, "never", config);
+    const runs = {
+      "all in slots": await stepOn(gpu, "always", config),
+      "slots and lists": await stepOn(gpu, "auto", config, { activeFraction: 0, deadLatents: 10 }),
+      "lists only": await stepOn(gpu, "auto", config),
+    };
+    for (const [what, run] of Object.entries(runs)) {
+      if ((run.gatherDispatches > 0) !== (what !== "lists only")) {
+        throw new Error(`${what}: ${run.gatherDispatches} gather dispatches`);
+      }
+      for (const [name, expected] of Object.entries(dense.values)) {
+        assertClose(run.values[name], expected, {
+          rtol: 1e-4,
+          atol: 1e-6,
+          what: `${what} ${name}`,
+        });
+      }
+    }
   },
 );

@@ -39,8 +39,16 @@ export interface StepInput {
   deadMask: Tensor;
   /** Sparsity coefficients after warm-up, by SAELens coefficient name. */
   coefficients: Record<string, number>;
-  /** Mean fraction of latents active per row at the last measured (logged) step, if any. */
-  activeFraction?: number;
+  /** What the last logged step measured, if any (picks kernel paths and their sizes). */
+  measured?: Measured;
+}
+
+/** Measurements of a logged step that steer kernel choices (never the results). */
+export interface Measured {
+  /** Mean L0 / d_sae. */
+  activeFraction: number;
+  /** Latents counted dead after the step. */
+  deadLatents: number;
 }
 
 export class TrainStep {
@@ -88,7 +96,7 @@ export class TrainStep {
     const policy = this.x.gpu.sparseKernels;
     if (policy === "never" || !fits) return false;
     if (policy === "always" || maxDensity === undefined) return true;
-    const measured = this.input.activeFraction;
+    const measured = this.input.measured?.activeFraction;
     return measured !== undefined && measured <= maxDensity;
   }
 

@@ -5,10 +5,11 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { binary, unary } from "../kernels/elementwise.ts";
-import { reduceAll, reduceCols } from "../kernels/reduce.ts";
+import { binary } from "../kernels/elementwise.ts";
+import { reduceCols } from "../kernels/reduce.ts";
 import { compressSelection, MAX_TERMS, sparseDecode, sparseFits } from "../kernels/sparse.ts";
-import { topkPerRow, topkPerRowMasked } from "../kernels/topk.ts";
+import { topkPerRow } from "../kernels/topk.ts";
+import { denseAuxK, sparseAuxK } from "./auxk.ts";
 import type { Architecture, InferenceSae } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes, hostRowNorms } from "./common.ts";
 import type { StepConfig, StepOutputs, TrainStep } from "./step.ts";
@@ -89,17 +90,6 @@ function denseTopKFamily(
   return saeOut;
 }
 
-/** The AuxK loss on the dense path; returns its gradient w.r.t. hiddenPre. */
-function denseAuxK(step: TrainStep, cfg: TopKFamilyConfig, hiddenPre: Tensor, saeOut: Tensor) {
-  const rescale = cfg.rescale_acts_by_decoder_norm;
-  const auxActs = auxKSelection(step, cfg, hiddenPre);
-  const { out: recons, decoded } = step.decode(auxActs, rescale);
-  const dRecons = auxKLoss(step, cfg, recons, saeOut);
-  const dDecoded = step.decoderBackward(decoded, dRecons);
-  const dAux = rescale ? step.divideByNormsBackward(auxActs, dDecoded) : dDecoded;
-  return binary("maskGreater", dAux, unary("abs", auxActs), "full", { alpha: 0 });
-}
-
 /** Matryoshka inner losses on the dense path; returns their gradient w.r.t. featureActs. */
 function densePrefixLosses(
   step: TrainStep,
@@ -151,10 +141,8 @@ function sparseTopKFamily(
   const acts = compressSelection(featureActs, hooks.capacity);
   const saeOut = step.decodeOutput(sparseDecode(acts, wDec, { norms }));
   const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
-  const auxSelected = auxKSelection(step, cfg, hiddenPre);
-  const auxActs = compressSelection(auxSelected, step.batch * auxK(cfg));
-  const recons = step.decodeOutput(sparseDecode(auxActs, wDec, { norms }));
-  const dRecons = auxKLoss(step, cfg, recons, saeOut);
+  const dBEnc = gpu.zeros([cfg.d_sae]);
+  sparseAuxK(step, cfg, { hiddenPre, linear, norms }, saeOut, dBEnc);
   const prefixWidths = hooks.prefixWidths ?? [];
   const dInner = prefixWidths.map((width) => {
     const out = step.decodeOutput(sparseDecode(acts, wDec, { norms, width }));
@@ -166,46 +154,10 @@ function sparseTopKFamily(
   const size = step.batch * cfg.d_in;
   const dPre = gpu.empty([terms.length * step.batch, cfg.d_in]);
   terms.forEach((dTerm, t) => gpu.copy(step.decodeOutputBackward(dTerm), dPre, 0, t * size, size));
-  const dBEnc = gpu.zeros([cfg.d_sae]);
-  const common = { norms, linearPre: linear };
-  step.sparseBackward(acts, { ...common, dPre, widths: [cfg.d_sae, ...prefixWidths] }, dBEnc);
-  const dAuxPre = step.decodeOutputBackward(dRecons);
-  step.sparseBackward(auxActs, { ...common, dPre: dAuxPre, widths: [cfg.d_sae] }, dBEnc);
+  const widths = [cfg.d_sae, ...prefixWidths];
+  step.sparseBackward(acts, { norms, linearPre: linear, dPre, widths }, dBEnc);
   step.encoderBiasBackward(dBEnc, "b_enc");
   return saeOut;
-}
-
-/** SAELens's k_aux = d_in // 2 (at most d_sae). */
-function auxK(cfg: TopKFamilyConfig): number {
-  return Math.min(Math.floor(cfg.d_in / 2), cfg.d_sae);
-}
-
-/**
- * SAELens TopK auxiliary selection: the top k_aux raw pre-activations among dead latents (at
- * most n_dead of them). n_dead stays on the GPU (no sync); with no dead latent all are zero.
- */
-function auxKSelection(step: TrainStep, cfg: TopKFamilyConfig, hiddenPre: Tensor): Tensor {
-  const nDead = reduceAll(step.input.deadMask);
-  return topkPerRowMasked(hiddenPre, step.input.deadMask, auxK(cfg), nDead);
-}
-
-/**
- * SAELens TopK auxiliary loss: the dead latents' reconstruction (with b_dec) of the detached
- * residual x − sae_out, scaled by min(n_dead/k_aux, 1)·aux_loss_coefficient where k_aux is
- * d_in // 2. Returns the gradient w.r.t. the reconstruction.
- */
-function auxKLoss(step: TrainStep, cfg: TopKFamilyConfig, recons: Tensor, saeOut: Tensor): Tensor {
-  const kAux = Math.floor(cfg.d_in / 2);
-  const nDead = reduceAll(step.input.deadMask);
-  const scale = unary("scaledMin", nDead, { alpha: 1 / kAux, beta: 1 });
-  const residual = binary("sub", step.x, saeOut);
-  return step.squaredErrorLoss(
-    "auxiliary_reconstruction_loss",
-    recons,
-    residual,
-    cfg.aux_loss_coefficient,
-    scale,
-  );
 }
 
 /** SAELens TopK inference conversion: fold decoder norms into the encoder when rescaling. */

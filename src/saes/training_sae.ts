@@ -7,7 +7,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { Adam, clipCoefficient } from "../train/optimizer.ts";
 import type { Architecture } from "./architecture.ts";
-import { type StepConfig, type StepOutputs, TrainStep } from "./step.ts";
+import { type Measured, type StepConfig, type StepOutputs, TrainStep } from "./step.ts";
 
 /** Everything one forward+backward produced (GPU tensors, nothing read back). */
 export interface StepResult {
@@ -20,10 +20,10 @@ export interface StepResult {
 export class TrainingSae<C extends StepConfig = StepConfig> {
   readonly adam: Adam;
   /**
-   * Mean L0 / d_sae at the last logged step (set by the trainer when it reads metrics); picks
-   * between sparse and dense paths where activations may be dense.
+   * What the last logged step measured (set by the trainer when it reads metrics): picks
+   * between sparse and dense paths and sizes AuxK's dense part.
    */
-  activeFraction?: number;
+  measured?: Measured;
 
   constructor(
     readonly gpu: Gpu,
@@ -67,7 +67,7 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
         x,
         deadMask,
         coefficients,
-        activeFraction: this.activeFraction,
+        measured: this.measured,
       });
       const outputs = {
         ...step.normalization.outputs,

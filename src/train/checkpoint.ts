@@ -9,6 +9,7 @@ import { writeDirectoryAtomic } from "../io/atomic.ts";
 import { readSafetensors, serializeSafetensors, toFloat32 } from "../io/safetensors.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { TrainingSae } from "../saes/training_sae.ts";
+import type { Measured } from "../saes/step.ts";
 import type { Trainer, TrainerState } from "./trainer.ts";
 
 const TENSORS_FILE = "state.safetensors";
@@ -20,8 +21,8 @@ export interface CheckpointMeta {
   nTrainingSamples: number;
   nFracActiveSamples: number;
   adamStep: number;
-  /** The measured active fraction that picks kernel paths, so a resumed run takes the same ones. */
-  activeFraction?: number;
+  /** What picks kernel paths, so a resumed run takes the same ones. */
+  measured?: Measured;
   /** The activation source's position (`ActivationSource.position()`). */
   dataPosition: unknown;
   /** expected_average_only_in factor (1 when unused). */
@@ -38,7 +39,7 @@ export async function saveCheckpoint(
   dir: string,
   sae: TrainingSae,
   trainer: Trainer,
-  meta: Omit<CheckpointMeta, keyof TrainerState | "adamStep" | "activeFraction">,
+  meta: Omit<CheckpointMeta, keyof TrainerState | "adamStep" | "measured">,
   keep = 3,
 ): Promise<string> {
   const gpu = sae.gpu;
@@ -74,7 +75,7 @@ export async function saveCheckpoint(
     nTrainingSamples: trainerState.nTrainingSamples,
     nFracActiveSamples: trainerState.nFracActiveSamples,
     adamStep: sae.adam.step,
-    activeFraction: sae.activeFraction,
+    measured: sae.measured,
     ...meta,
   };
   const target = join(dir, checkpointName(full.nTrainingSteps));
@@ -131,7 +132,7 @@ export async function loadLatestCheckpoint(
   for (const [n, t] of Object.entries(sae.adam.expAvgSq)) gpu.write(t, get(`adam.exp_avg_sq.${n}`));
   for (const [n, t] of Object.entries(sae.state)) gpu.write(t, get(`state.${n}`));
   sae.adam.step = meta.adamStep;
-  sae.activeFraction = meta.activeFraction;
+  sae.measured = meta.measured;
   trainer.loadState({
     nTrainingSteps: meta.nTrainingSteps,
     nTrainingSamples: meta.nTrainingSamples,

@@ -183,7 +183,11 @@ export class Trainer {
     const values = await this.gpu.readMany(pending.map((p) => p.tensor));
     for (const p of pending) p.tensor.dispose();
     const metrics = pending.map((p, i) => p.layout.decode(values[i], p.host));
-    this.sae.activeFraction = metrics[metrics.length - 1].l0 / this.sae.cfg.d_sae;
+    const last = metrics[metrics.length - 1];
+    this.sae.measured = {
+      activeFraction: last.l0 / this.sae.cfg.d_sae,
+      deadLatents: last.dead_features,
+    };
     return metrics;
   }
 

@@ -1,0 +1,180 @@
+/**
+ * SAELens's TopK auxiliary loss (AuxK), shared by the TopK family: the top k_aux = d_in // 2 raw
+ * pre-activations among dead latents reconstruct the detached residual x − sae_out (with b_dec),
+ * scaled by min(n_dead / k_aux, 1) · aux_loss_coefficient. n_dead stays on the GPU.
+ *
+ * The sparse step runs it over the dead latents only: the first `slots` dead latents (sized from
+ * the dead count the last logged step measured) as dense products over a compacted
+ * [batch, slots] matrix, any dead latents past them through the sparse kernels, so the result
+ * never depends on the measurement.
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import { binary, unary } from "../kernels/elementwise.ts";
+import {
+  gatherCols,
+  gatherRows,
+  type IndexList,
+  scatterAddCols,
+  scatterAddRows,
+  zeroCols,
+} from "../kernels/gather.ts";
+import { matmul } from "../kernels/matmul.ts";
+import { reduceAll, reduceCols } from "../kernels/reduce.ts";
+import { compressSelection, sparseDecode } from "../kernels/sparse.ts";
+import { topkPerRowMasked } from "../kernels/topk.ts";
+import type { TrainStep } from "./step.ts";
+import type { TopKFamilyConfig } from "./topk.ts";
+
+/** SAELens's k_aux = d_in // 2 (at most d_sae). */
+function auxK(cfg: TopKFamilyConfig): number {
+  return Math.min(Math.floor(cfg.d_in / 2), cfg.d_sae);
+}
+
+/** The top k_aux raw pre-activations among dead latents per row (all zero with none dead). */
+function auxKSelection(step: TrainStep, cfg: TopKFamilyConfig, hiddenPre: Tensor): Tensor {
+  const nDead = reduceAll(step.input.deadMask);
+  return topkPerRowMasked(hiddenPre, step.input.deadMask, auxK(cfg), nDead);
+}
+
+/** Adds the AuxK loss of `recons`; returns its gradient w.r.t. the reconstruction. */
+function auxKLoss(step: TrainStep, cfg: TopKFamilyConfig, recons: Tensor, saeOut: Tensor): Tensor {
+  const kAux = Math.floor(cfg.d_in / 2);
+  const nDead = reduceAll(step.input.deadMask);
+  const scale = unary("scaledMin", nDead, { alpha: 1 / kAux, beta: 1 });
+  const residual = binary("sub", step.x, saeOut);
+  return step.squaredErrorLoss(
+    "auxiliary_reconstruction_loss",
+    recons,
+    residual,
+    cfg.aux_loss_coefficient,
+    scale,
+  );
+}
+
+/** AuxK on the dense path; returns its gradient w.r.t. hiddenPre. */
+export function denseAuxK(
+  step: TrainStep,
+  cfg: TopKFamilyConfig,
+  hiddenPre: Tensor,
+  saeOut: Tensor,
+): Tensor {
+  const rescale = cfg.rescale_acts_by_decoder_norm;
+  const auxActs = auxKSelection(step, cfg, hiddenPre);
+  const { out: recons, decoded } = step.decode(auxActs, rescale);
+  const dRecons = auxKLoss(step, cfg, recons, saeOut);
+  const dDecoded = step.decoderBackward(decoded, dRecons);
+  const dAux = rescale ? step.divideByNormsBackward(auxActs, dDecoded) : dDecoded;
+  return binary("maskGreater", dAux, unary("abs", auxActs), "full", { alpha: 0 });
+}
+
+/** The pre-activations AuxK selects from and the decoder norms when rescaling. */
+export interface AuxKInputs {
+  /** linear, times the decoder norms when rescaling. */
+  hiddenPre: Tensor;
+  /** saeIn · W_enc + b_enc. */
+  linear: Tensor;
+  norms?: Tensor;
+}
+
+/**
+ * AuxK on the sparse path: adds the loss and the W_dec, W_enc and decoder-norm gradients, and
+ * b_enc's into `dBEnc` (passed to encoderBiasBackward by the caller).
+ */
+export function sparseAuxK(
+  step: TrainStep,
+  cfg: TopKFamilyConfig,
+  inputs: AuxKInputs,
+  saeOut: Tensor,
+  dBEnc: Tensor,
+): void {
+  const selected = auxKSelection(step, cfg, inputs.hiddenPre);
+  const slots = denseSlots(step, cfg);
+  const dense = slots > 0 ? compactDead(step, cfg, selected, slots, inputs.norms) : undefined;
+  // Dead latents past the slots (none when every latent has a slot) go through the lists.
+  if (dense && slots < cfg.d_sae) zeroCols(selected, dense.dead);
+  const rest = !dense || slots < cfg.d_sae
+    ? compressSelection(selected, step.batch * auxK(cfg))
+    : undefined;
+  const restProduct = rest && sparseDecode(rest, step.params.W_dec, { norms: inputs.norms });
+  let product = dense?.product ?? restProduct!;
+  if (dense && restProduct) product = binary("add", dense.product, restProduct);
+  const dRecons = auxKLoss(step, cfg, step.decodeOutput(product), saeOut);
+  const dPre = step.decodeOutputBackward(dRecons);
+  if (dense) compactBackward(step, dense, dPre, inputs.linear, dBEnc);
+  if (rest) {
+    const lists = { norms: inputs.norms, linearPre: inputs.linear, dPre, widths: [cfg.d_sae] };
+    step.sparseBackward(rest, lists, dBEnc);
+  }
+}
+
+/**
+ * Slots for dead latents in the dense part: every latent when sparse kernels are forced (so
+ * tests and parity cover it), else the last measured dead count with a margin, or none.
+ */
+function denseSlots(step: TrainStep, cfg: TopKFamilyConfig): number {
+  if (step.x.gpu.sparseKernels === "always") return cfg.d_sae;
+  const dead = step.input.measured?.deadLatents ?? 0;
+  if (dead === 0) return 0;
+  return Math.min(cfg.d_sae, Math.ceil((dead * 1.25 + 16) / 64) * 64);
+}
+
+/** AuxK's dense part: the dead latents' columns and decoder rows, compacted. */
+interface CompactDead {
+  dead: IndexList;
+  /** [batch, slots] selected raw pre-activations of the listed dead latents. */
+  acts: Tensor;
+  /** acts, divided by the decoder norms when rescaling. */
+  decoded: Tensor;
+  /** [slots] decoder norms of the listed latents (1 past the count) when rescaling. */
+  norms?: Tensor;
+  /** [slots, d_in] their decoder rows. */
+  wDec: Tensor;
+  /** decoded · wDec, [batch, d_in]. */
+  product: Tensor;
+}
+
+function compactDead(
+  step: TrainStep,
+  cfg: TopKFamilyConfig,
+  selected: Tensor,
+  slots: number,
+  norms?: Tensor,
+): CompactDead {
+  const lists = compressSelection(step.input.deadMask.view([1, cfg.d_sae]), slots).byRow;
+  const dead = { list: lists.index, total: lists.offsets, totalAt: 1, slots };
+  const acts = gatherCols(selected, dead);
+  const slotNorms = norms && gatherCols(norms.view([1, cfg.d_sae]), dead, 1).view([slots]);
+  const decoded = slotNorms ? binary("div", acts, slotNorms, "perCol") : acts;
+  const wDec = gatherRows(step.params.W_dec, dead);
+  return { dead, acts, decoded, norms: slotNorms, wDec, product: matmul(decoded, wDec) };
+}
+
+/** Backward of the dense part, as the dense step does it, scattered back to the latents. */
+function compactBackward(
+  step: TrainStep,
+  c: CompactDead,
+  dPre: Tensor,
+  linear: Tensor,
+  dBEnc: Tensor,
+): void {
+  const perLatent = (v: Tensor) => v.view([1, v.size]);
+  const dNorms = perLatent(step.decoderNormGrad);
+  const dDecoded = matmul(dPre, c.wDec, { transB: true });
+  let dActs = dDecoded;
+  if (c.norms) {
+    // decoded = acts / norm: −Σ_b dActs·acts / norm reaches the norm.
+    dActs = binary("div", dDecoded, c.norms, "perCol");
+    const dn = binary("div", reduceCols(binary("mul", dActs, c.acts)), c.norms);
+    scatterAddCols(dNorms, perLatent(unary("affine", dn, { alpha: -1, beta: 0 })), c.dead);
+  }
+  let dLinear = binary("maskGreater", dActs, unary("abs", c.acts), "full", { alpha: 0 });
+  if (c.norms) {
+    // hidden = linear · norm.
+    const slotLinear = gatherCols(linear, c.dead);
+    scatterAddCols(dNorms, perLatent(reduceCols(binary("mul", dLinear, slotLinear))), c.dead);
+    dLinear = binary("mul", dLinear, c.norms, "perCol");
+  }
+  scatterAddRows(step.grads.W_dec, matmul(c.decoded, dPre, { transA: true }), c.dead);
+  scatterAddCols(step.grads.W_enc, matmul(step.saeIn, dLinear, { transA: true }), c.dead);
+  scatterAddCols(perLatent(dBEnc), perLatent(reduceCols(dLinear)), c.dead);
+}
