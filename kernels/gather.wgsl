@@ -6,7 +6,6 @@
 // gather_rows: out[c, i] = src[list[c], i]       ([slots, width] from [rows, width])
 // scatter_add_rows: dst[list[c], i] += src[c, i]
 // scatter_add_cols: dst[r, list[c]] += src[r, c]
-// zero_cols: dst[r, list[c]] = 0
 // Gathers write `fill` in the slots past the count.
 struct Params { rows: u32, width: u32, slots: u32, total_at: u32, fill: f32, _p0: f32, _p1: f32, _p2: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,14 +62,4 @@ fn scatter_add_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
   if (c >= listed()) { return; }
   let at = (e / p.slots) * p.width + list[c];
   dst[at] = dst[at] + src[e];
-}
-
-@compute @workgroup_size(256)
-fn zero_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-  let e = flat(wid, nwg, lid);
-  if (e >= p.rows * p.slots) { return; }
-  let c = e % p.slots;
-  if (c >= listed()) { return; }
-  dst[(e / p.slots) * p.width + list[c]] = 0.0;
 }

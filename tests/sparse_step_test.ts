@@ -133,6 +133,10 @@ Deno.test(
     const runs = {
       "all in slots": await stepOn(gpu, "always", config),
       "slots and lists": await stepOn(gpu, "auto", config, { activeFraction: 0, deadLatents: 10 }),
+      "slots, lists gated off": await stepOn(gpu, "auto", config, {
+        activeFraction: 0,
+        deadLatents: 80,
+      }),
       "lists only": await stepOn(gpu, "auto", config),
     };
     for (const [what, run] of Object.entries(runs)) {

@@ -16,7 +16,7 @@ export interface IndexList {
   slots: number;
 }
 
-type Entry = "gather_cols" | "gather_rows" | "scatter_add_rows" | "scatter_add_cols" | "zero_cols";
+type Entry = "gather_cols" | "gather_rows" | "scatter_add_rows" | "scatter_add_cols";
 
 function run(
   entry: Entry,
@@ -61,9 +61,4 @@ export function scatterAddRows(dst: Tensor, src: Tensor, idx: IndexList): void {
 /** dst[:, list[c]] += src[:, c]. */
 export function scatterAddCols(dst: Tensor, src: Tensor, idx: IndexList): void {
   run("scatter_add_cols", idx, dst.rows, dst.cols, src, dst);
-}
-
-/** dst[:, list[c]] = 0. */
-export function zeroCols(dst: Tensor, idx: IndexList): void {
-  run("zero_cols", idx, dst.rows, dst.cols, undefined, dst);
 }

@@ -6,6 +6,7 @@
 import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
+import { type Gate, gatedGrid } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
@@ -99,6 +100,7 @@ function compressAxis(
   dense: Tensor,
   capacity: number,
   axis: "rows" | "latents",
+  gate?: Gate,
 ): SparseLists {
   const gpu = dense.gpu;
   const [rows, cols] = dense.shape;
@@ -110,12 +112,14 @@ function compressAxis(
   const code = wgsl("sparse");
   const counts = gpu.empty([lists], "u32");
   const out: SparseLists = {
-    offsets: gpu.empty([lists + 1], "u32"),
+    // Gated: empty lists unless the gate opens.
+    offsets: gate ? gpu.zeros([lists + 1], "u32") : gpu.empty([lists + 1], "u32"),
     index: gpu.empty([capacity], "u32"),
     value: gpu.empty([capacity]),
     owner: gpu.empty([capacity], "u32"),
   };
-  const perList = grid1d(lists * 4); // 64 invocations per workgroup, grid1d counts 256
+  const grid = (g: [number, number]) => (gate ? gatedGrid(gate, g) : g);
+  const perList = grid(grid1d(lists * 4)); // 64 invocations per workgroup, grid1d counts 256
   gpu.dispatch(
     gpu.kernel("sparse", code, "compress_count"),
     [dense, counts],
@@ -125,7 +129,7 @@ function compressAxis(
   gpu.dispatch(
     gpu.kernel("sparse", code, "compress_scan"),
     [undefined, counts, out.offsets],
-    [1],
+    grid([1, 1]),
     uniforms(fields),
   );
   gpu.dispatch(
@@ -140,17 +144,18 @@ function compressAxis(
 
 /**
  * Row and latent lists of a [rows, d_sae] matrix's nonzeros. `capacity` must bound them (top-k
- * selection keeps exactly k per segment); entries past it would be dropped.
+ * selection keeps exactly k per segment); entries past it would be dropped. With a gate the
+ * lists stay empty (and `dense` unread) unless it opens.
  */
-export function compressSelection(dense: Tensor, capacity: number): SparseActs {
+export function compressSelection(dense: Tensor, capacity: number, gate?: Gate): SparseActs {
   const [rows, dSae] = dense.shape;
   const size = Math.max(1, capacity);
   return {
     rows,
     dSae,
     capacity: size,
-    byRow: compressAxis(dense, size, "rows"),
-    byLatent: compressAxis(dense, size, "latents"),
+    byRow: compressAxis(dense, size, "rows", gate),
+    byLatent: compressAxis(dense, size, "latents", gate),
   };
 }
 

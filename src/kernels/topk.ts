@@ -8,6 +8,7 @@ import { GpuError } from "../gpu/device.ts";
 import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
+import { type Gate, gatedGrid } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 
 const ITEMS_PER_WORKGROUP = 256 * 16;
@@ -19,6 +20,8 @@ interface SelectOptions {
   raw?: boolean;
   /** A [1] tensor whose value further caps k (read on the GPU, no sync). */
   kLimit?: Tensor;
+  /** Select only when the gate opens (decided on the GPU); the output is unwritten otherwise. */
+  gate?: Gate;
 }
 
 function checkK(k: number, segLen: number): void {
@@ -44,10 +47,11 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   const kLimit = options.kLimit ?? gpu.empty([1]);
   // Big matrices go in chunks of whole rows.
   for (const c of chunks(gpu, rows, segLen)) {
+    const grid = grid1d(c.count * 256);
     gpu.dispatch(
       kernel,
       [bind(values, c), undefined, undefined, bind(out, c), kLimit],
-      grid1d(c.count * 256),
+      options.gate ? gatedGrid(options.gate, grid) : grid,
       params([c.count, segLen, k, 0, c.shift, 0]),
     );
   }
@@ -116,13 +120,24 @@ export function topkPerRow(hiddenPre: Tensor, k: number): Tensor {
 
 /**
  * Each row's k largest values among the entries where `mask` > 0, unrectified, with k capped by
- * `kLimit` (TopK's auxiliary loss over dead latents).
+ * `kLimit` (TopK's auxiliary loss over dead latents). With a gate, only when it opens.
  */
-export function topkPerRowMasked(values: Tensor, mask: Tensor, k: number, kLimit: Tensor): Tensor {
+export function topkPerRowMasked(
+  values: Tensor,
+  mask: Tensor,
+  k: number,
+  kLimit: Tensor,
+  gate?: Gate,
+): Tensor {
   const candidates = binary("maskGreaterOrNegInf", values, mask, "perCol", { alpha: 0 });
-  const out = selectRows(candidates, k, { raw: true, kLimit });
+  const out = selectRows(candidates, k, { raw: true, kLimit, gate });
   candidates.dispose();
   return out;
+}
+
+/** Each row's k largest values, unrectified, with k capped by `kLimit`. */
+export function topkPerRowRaw(values: Tensor, k: number, kLimit: Tensor): Tensor {
+  return selectRows(values, k, { raw: true, kLimit });
 }
 
 /** The `count` largest values of the whole tensor (ReLU'd), zeros elsewhere (BatchTopK). */

@@ -4,9 +4,9 @@
  * scaled by min(n_dead / k_aux, 1) · aux_loss_coefficient. n_dead stays on the GPU.
  *
  * The sparse step runs it over the dead latents only: the first `slots` dead latents (sized from
- * the dead count the last logged step measured) as dense products over a compacted
- * [batch, slots] matrix, any dead latents past them through the sparse kernels, so the result
- * never depends on the measurement.
+ * the dead count the last logged step measured) are selected from and decoded as dense products
+ * over a compacted [batch, slots] matrix; when more are dead the exact selection over all
+ * latents runs through the sparse kernels, so the result never depends on the measurement.
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
@@ -16,12 +16,12 @@ import {
   type IndexList,
   scatterAddCols,
   scatterAddRows,
-  zeroCols,
 } from "../kernels/gather.ts";
+import { type Gate, valueIfClosed } from "../kernels/gate.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, sparseDecode } from "../kernels/sparse.ts";
-import { topkPerRowMasked } from "../kernels/topk.ts";
+import { compressSelection, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
+import { topkPerRowMasked, topkPerRowRaw } from "../kernels/topk.ts";
 import type { TrainStep } from "./step.ts";
 import type { TopKFamilyConfig } from "./topk.ts";
 
@@ -79,6 +79,11 @@ export interface AuxKInputs {
 /**
  * AuxK on the sparse path: adds the loss and the W_dec, W_enc and decoder-norm gradients, and
  * b_enc's into `dBEnc` (passed to encoderBiasBackward by the caller).
+ *
+ * With slots, the selection itself runs over the compacted dead latents. When more latents are
+ * dead than there are slots (known only on the GPU) the compact part selects nothing and the
+ * exact selection over every latent runs through the lists instead: those dispatches are gated on
+ * the GPU-side dead count, so they cost nothing otherwise.
  */
 export function sparseAuxK(
   step: TrainStep,
@@ -87,18 +92,26 @@ export function sparseAuxK(
   saeOut: Tensor,
   dBEnc: Tensor,
 ): void {
-  const selected = auxKSelection(step, cfg, inputs.hiddenPre);
   const slots = denseSlots(step, cfg);
-  const dense = slots > 0 ? compactDead(step, cfg, selected, slots, inputs.norms) : undefined;
-  // Dead latents past the slots (none when every latent has a slot) go through the lists.
-  if (dense && slots < cfg.d_sae) zeroCols(selected, dense.dead);
-  const rest = !dense || slots < cfg.d_sae
-    ? compressSelection(selected, step.batch * auxK(cfg))
-    : undefined;
-  const restProduct = rest && sparseDecode(rest, step.params.W_dec, { norms: inputs.norms });
-  let product = dense?.product ?? restProduct!;
-  if (dense && restProduct) product = binary("add", dense.product, restProduct);
-  const dRecons = auxKLoss(step, cfg, step.decodeOutput(product), saeOut);
+  const nDead = reduceAll(step.input.deadMask);
+  // The lists take what the slots cannot: everything without slots, else only on overflow.
+  const gate = slots > 0 && slots < cfg.d_sae ? { value: nDead, limit: slots } : undefined;
+  const dense = slots > 0 ? compactDead(step, cfg, inputs, slots, nDead, gate) : undefined;
+  let rest: SparseActs | undefined;
+  let product = dense?.product;
+  if (!dense || gate) {
+    const selected = topkPerRowMasked(
+      inputs.hiddenPre,
+      step.input.deadMask,
+      auxK(cfg),
+      nDead,
+      gate,
+    );
+    rest = compressSelection(selected, step.batch * auxK(cfg), gate);
+    const restProduct = sparseDecode(rest, step.params.W_dec, { norms: inputs.norms });
+    product = product ? binary("add", product, restProduct) : restProduct;
+  }
+  const dRecons = auxKLoss(step, cfg, step.decodeOutput(product!), saeOut);
   const dPre = step.decodeOutputBackward(dRecons);
   if (dense) compactBackward(step, dense, dPre, inputs.linear, dBEnc);
   if (rest) {
@@ -121,7 +134,7 @@ function denseSlots(step: TrainStep, cfg: TopKFamilyConfig): number {
 /** AuxK's dense part: the dead latents' columns and decoder rows, compacted. */
 interface CompactDead {
   dead: IndexList;
-  /** [batch, slots] selected raw pre-activations of the listed dead latents. */
+  /** [batch, slots] the listed dead latents' selected raw pre-activations. */
   acts: Tensor;
   /** acts, divided by the decoder norms when rescaling. */
   decoded: Tensor;
@@ -136,13 +149,19 @@ interface CompactDead {
 function compactDead(
   step: TrainStep,
   cfg: TopKFamilyConfig,
-  selected: Tensor,
+  inputs: AuxKInputs,
   slots: number,
-  norms?: Tensor,
+  nDead: Tensor,
+  gate?: Gate,
 ): CompactDead {
   const lists = compressSelection(step.input.deadMask.view([1, cfg.d_sae]), slots).byRow;
   const dead = { list: lists.index, total: lists.offsets, totalAt: 1, slots };
-  const acts = gatherCols(selected, dead);
+  // The same top-k as over all latents: the listed ones are every dead latent (unless the gate
+  // opens, when k is 0), in latent order, so ties still go to the lowest latent index.
+  const candidates = gatherCols(inputs.hiddenPre, dead, -Infinity);
+  const kLimit = gate ? valueIfClosed(gate) : nDead;
+  const acts = topkPerRowRaw(candidates, Math.min(auxK(cfg), slots), kLimit);
+  const norms = inputs.norms;
   const slotNorms = norms && gatherCols(norms.view([1, cfg.d_sae]), dead, 1).view([slots]);
   const decoded = slotNorms ? binary("div", acts, slotNorms, "perCol") : acts;
   const wDec = gatherRows(step.params.W_dec, dead);
