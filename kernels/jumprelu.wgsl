@@ -1,6 +1,8 @@
 // JumpReLU SAE (SAELens JumpReLUTrainingSAE). h = hidden_pre [rows, cols], t = threshold [cols]
 // (= exp(log_threshold)), n = decoder row norms [cols], dead = dead-latent mask [cols] (0/1).
 // forward:  f = h where h > t (strict), else 0.
+// gradient_support: 1 where the backward reads dL/df (active, or inside the threshold's
+//   bandwidth window), else 0: the entries the sparse step computes it for.
 // backward: one invocation per column, walking the rows in order (coalesced, like cols_main of
 //   reduce.wgsl). Takes g = dL/df from the reconstruction and, per column, adds the sparsity
 //   loss, its gradients, and optionally the pre-activation loss, with s = tanh_scale and
@@ -43,6 +45,17 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   if (i >= p.n) { return; }
   let x = h[i];
   acts[i] = select(0.0, x, x > t[(p.offset + i) % p.cols]);
+}
+
+@compute @workgroup_size(256)
+fn gradient_support(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+  if (i >= p.n) { return; }
+  let x = h[i];
+  let tc = t[(p.offset + i) % p.cols];
+  let z = (x - tc) / p.bandwidth;
+  acts[i] = select(0.0, 1.0, x > tc || (z > -0.5 && z < 0.5));
 }
 
 // tanh without the overflow of (e^x - e^-x)/(e^x + e^-x) or its cancellation near 0.

@@ -45,11 +45,14 @@ struct Params {
 @group(0) @binding(19) var<storage, read_write> entry_d_norm: array<f32>;  // [capacity]
 @group(0) @binding(20) var<storage, read> extra_grad: array<f32>;      // [rows, d_sae]
 @group(0) @binding(21) var<storage, read_write> dispatch_args: array<u32>; // [3] workgroup counts
+@group(0) @binding(22) var<storage, read_write> dense_out: array<f32>;  // [rows, d_sae]
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
 // A dense [rows, d_sae] gradient w.r.t. the activations from other losses (L1) adds in.
 override HAS_EXTRA: bool = false;
+// The reconstruction's dL/df is computed per entry (false: extra_grad holds all of it).
+override DOT: bool = true;
 
 fn term_width(t: u32) -> u32 {
   return p.widths[t / 4u][t % 4u];
@@ -151,18 +154,24 @@ fn entry_dispatch() {
   dispatch_args[2] = 1u;
 }
 
-// Per latent-list entry (row b, latent j, value a): g = sum over terms t with j < width_t of
-// dot(d_pre_t[b], W_dec[j]). Writes the entry's coefficients for latent_backward: the decoded
-// activation (a, or a / norm), the gradient reaching the linear pre-activation, and the
-// decoder-norm gradient (decoded = a / norm and hidden = linear_pre · norm both depend on it).
+// dL/df for the entries of a latent-list selection, written into a dense [rows, d_sae] matrix
+// (zero elsewhere, by the caller): JumpReLU's fused backward reads it there.
 @compute @workgroup_size(64)
-fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+fn entry_dots_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
   let e = flat_id(wid, nwg, lid, 64u);
   if (e >= min(offsets[p.d_sae], p.capacity)) { return; }
   let b = entry_index[e];
   let j = entry_owner[e];
-  let a = entry_value[e];
+  dense_out[b * p.d_sae + j] = entry_dot(b, j);
+}
+
+// Per latent-list entry (row b, latent j, value a): g = sum over terms t with j < width_t of
+// dot(d_pre_t[b], W_dec[j]). Writes the entry's coefficients for latent_backward: the decoded
+// activation (a, or a / norm), the gradient reaching the linear pre-activation, and the
+// decoder-norm gradient (decoded = a / norm and hidden = linear_pre · norm both depend on it).
+// sum over terms t with j < width_t of dot(d_pre_t[b], W_dec[j]).
+fn entry_dot(b: u32, j: u32) -> f32 {
   let d_in4 = p.d_in / 4u;
   var g = 0.0;
   for (var t = 0u; t < p.terms; t++) {
@@ -173,6 +182,20 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
       g += (dot4.x + dot4.y) + (dot4.z + dot4.w);
     }
   }
+  return g;
+}
+
+@compute @workgroup_size(64)
+fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let e = flat_id(wid, nwg, lid, 64u);
+  if (e >= min(offsets[p.d_sae], p.capacity)) { return; }
+  let b = entry_index[e];
+  let j = entry_owner[e];
+  let a = entry_value[e];
+  // Without DOT the whole gradient w.r.t. the activation comes in through extra_grad.
+  var g = 0.0;
+  if (DOT) { g = entry_dot(b, j); }
   if (RESCALE) {
     let norm = norms[j];
     var d_acts = g / norm;

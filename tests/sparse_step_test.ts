@@ -1,8 +1,8 @@
 /**
- * Sparse steps (the TopK family; the standard SAE) against the dense steps: same losses, outputs
- * and gradients on the same batch (with dead latents so AuxK runs, with and without decoder-norm
- * rescaling, Matryoshka's prefix losses, the standard SAE's L1 gradients), and the sparse kernels
- * really run.
+ * Sparse steps (the TopK family, the standard and JumpReLU SAEs) against the dense steps: same
+ * losses, outputs and gradients on the same batch (with dead latents so AuxK runs, with and
+ * without decoder-norm rescaling, Matryoshka's prefix losses, the standard SAE's L1 gradients,
+ * JumpReLU's threshold window), and the sparse kernels really run.
  */
 import { parseSaeConfig } from "../src/config/sae.ts";
 import type { Gpu } from "../src/gpu/device.ts";
@@ -47,7 +47,7 @@ async function stepOn(
     return dispatch(kernel, ...rest);
   };
   try {
-    const result = sae.forwardBackward(x, dead, { l1: 0.3 });
+    const result = sae.forwardBackward(x, dead, { l1: 0.3, l0: 0.2 });
     const named = {
       ...Object.fromEntries(Object.entries(result.losses).map(([k, v]) => [`loss.${k}`, v])),
       ...Object.fromEntries(Object.entries(result.grads).map(([k, v]) => [`grad.${k}`, v])),
@@ -67,6 +67,14 @@ async function stepOn(
 }
 
 const CASES: Record<string, unknown>[] = [
+  // JumpReLU thresholds near the pre-activations, so the bandwidth window holds inactive latents.
+  { architecture: "jumprelu", jumprelu_init_threshold: 0.05, jumprelu_bandwidth: 0.1 },
+  {
+    architecture: "jumprelu",
+    jumprelu_init_threshold: 0.05,
+    jumprelu_bandwidth: 0.1,
+    jumprelu_sparsity_loss_mode: "tanh",
+  },
   { architecture: "standard" },
   { architecture: "standard", lp_norm: 2, apply_b_dec_to_input: false },
   { architecture: "topk", k: 6, rescale_acts_by_decoder_norm: true },

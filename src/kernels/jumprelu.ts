@@ -35,12 +35,30 @@ function uniforms(h: Tensor, c: Chunk, o?: JumpReluLossOptions): ArrayBuffer {
 
 /** f = h where h > threshold (per column, strict), else 0. */
 export function jumpReluForward(h: Tensor, threshold: Tensor): Tensor {
+  return elementwise("forward", h, threshold);
+}
+
+/**
+ * 1 where the backward reads dL/df: h > threshold, or h within `bandwidth`/2 of it (the
+ * threshold's straight-through window); 0 elsewhere.
+ */
+export function jumpReluGradientSupport(h: Tensor, threshold: Tensor, bandwidth: number): Tensor {
+  return elementwise("gradient_support", h, threshold, bandwidth);
+}
+
+function elementwise(
+  entry: "forward" | "gradient_support",
+  h: Tensor,
+  threshold: Tensor,
+  bandwidth = 1,
+): Tensor {
   const gpu = h.gpu;
   const out = gpu.empty(h.shape);
-  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "forward");
+  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), entry);
+  const options = { bandwidth, mode: "step" as const, l0Scale: 0, tanhScale: 0, preActScale: 0 };
   for (const c of chunks(gpu, h.size, 1, { aligned: true })) {
     const bindings = [bind(h, c), threshold, undefined, undefined, bind(out, c)];
-    gpu.dispatch(kernel, bindings, grid1d(c.count), uniforms(h, c));
+    gpu.dispatch(kernel, bindings, grid1d(c.count), uniforms(h, c, options));
   }
   return out;
 }

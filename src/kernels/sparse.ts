@@ -30,7 +30,7 @@ export interface SparseActs {
   byLatent: SparseLists;
 }
 
-/** Storage bindings 1..21 of kernels/sparse.wgsl, by role. */
+/** Storage bindings 1..22 of kernels/sparse.wgsl, by role. */
 const BINDINGS = [
   "dense",
   "counts",
@@ -53,7 +53,13 @@ const BINDINGS = [
   "entryDNorm",
   "extraGrad",
   "dispatchArgs",
+  "denseOut",
 ];
+
+/** The binding list of an entry point: `named` roles at their places, gaps elsewhere. */
+function bindingsOf(named: Record<string, Tensor>): (Tensor | undefined)[] {
+  return BINDINGS.map((name) => named[name]);
+}
 
 /** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
 export const MAX_TERMS = 8;
@@ -194,6 +200,8 @@ export interface SparseBackwardInputs {
   linearPre: Tensor;
   /** [rows, d_sae] gradient w.r.t. the activations from other losses (L1), read at entries. */
   extraGrad?: Tensor;
+  /** false: extraGrad already holds the whole gradient (no per-entry decoder dot). */
+  dot?: boolean;
 }
 
 /** Where the latent-list backward adds its gradients (all zero-initialised by the caller). */
@@ -236,39 +244,30 @@ export function sparseBackward(
     dNorm: gpu.empty([acts.capacity]),
   };
   const dispatchArgs = gpu.empty([3], "u32");
-  // Bindings 1-21 of the shader (see kernels/sparse.wgsl); each entry point takes its own.
-  const bound = (names: string[]) => {
-    const all: Record<string, Tensor> = {
-      offsets,
-      index,
-      value,
-      owner,
-      wDec: inputs.wDec,
-      norms,
-      dPre: inputs.dPre,
-      entryGrad: entry.grad,
-      saeIn: inputs.saeIn,
-      linearPre: inputs.linearPre,
-      dWDec: outputs.dWDec,
-      dWEnc: outputs.dWEnc,
-      dBEnc: outputs.dBEnc,
-      dNorms: outputs.dNorms,
-      entryDecoded: entry.decoded,
-      entryDNorm: entry.dNorm,
-      // Read only with HAS_EXTRA; any read-only f32 buffer stands in otherwise.
-      extraGrad: inputs.extraGrad ?? inputs.wDec,
-      dispatchArgs,
-    };
-    return BINDINGS.map((name) => (names.includes(name) ? all[name] : undefined));
+  const all: Record<string, Tensor> = {
+    offsets,
+    index,
+    value,
+    owner,
+    wDec: inputs.wDec,
+    norms,
+    dPre: inputs.dPre,
+    entryGrad: entry.grad,
+    saeIn: inputs.saeIn,
+    linearPre: inputs.linearPre,
+    dWDec: outputs.dWDec,
+    dWEnc: outputs.dWEnc,
+    dBEnc: outputs.dBEnc,
+    dNorms: outputs.dNorms,
+    entryDecoded: entry.decoded,
+    entryDNorm: entry.dNorm,
+    // Read only with HAS_EXTRA; any read-only f32 buffer stands in otherwise.
+    extraGrad: inputs.extraGrad ?? inputs.wDec,
+    dispatchArgs,
   };
-  // As many workgroups as there are entries (the capacity may be far larger): sized on the GPU.
-  gpu.dispatch(
-    gpu.kernel("sparse", code, "entry_dispatch"),
-    bound(["offsets", "dispatchArgs"]),
-    [1],
-    uniforms({ ...fields, lists: acts.dSae }),
-  );
-  const extra = { HAS_EXTRA: inputs.extraGrad ? 1 : 0 };
+  const bound = (names: string[]) => bindingsOf(Object.fromEntries(names.map((n) => [n, all[n]])));
+  entryDispatch(acts, dispatchArgs);
+  const extra = { HAS_EXTRA: inputs.extraGrad ? 1 : 0, DOT: inputs.dot === false ? 0 : 1 };
   gpu.dispatch(
     gpu.kernel("sparse", code, "entry_grads", { ...rescale, ...extra }),
     bound([
@@ -308,4 +307,44 @@ export function sparseBackward(
     uniforms(fields),
   );
   for (const t of [...Object.values(entry), dispatchArgs]) t.dispose();
+}
+
+/** Indirect-dispatch arguments covering the latent lists' entries, 64 per workgroup. */
+function entryDispatch(acts: SparseActs, dispatchArgs: Tensor): void {
+  const gpu = dispatchArgs.gpu;
+  // As many workgroups as there are entries (the capacity may be far larger): sized on the GPU.
+  gpu.dispatch(
+    gpu.kernel("sparse", wgsl("sparse"), "entry_dispatch"),
+    bindingsOf({ offsets: acts.byLatent.offsets, dispatchArgs }),
+    [1],
+    uniforms({ lists: acts.dSae, capacity: acts.capacity }),
+  );
+}
+
+/**
+ * dL/df = Σ_t dot(dPre_t[b], W_dec[j]) at each entry (b, j) of `acts`, written into `out`
+ * ([rows, d_sae], left as it is elsewhere).
+ */
+export function entryDotsDense(
+  acts: SparseActs,
+  inputs: Pick<SparseBackwardInputs, "wDec" | "dPre" | "widths">,
+  out: Tensor,
+): void {
+  const gpu = out.gpu;
+  const dispatchArgs = gpu.empty([3], "u32");
+  entryDispatch(acts, dispatchArgs);
+  const { offsets, index, owner } = acts.byLatent;
+  gpu.dispatch(
+    gpu.kernel("sparse", wgsl("sparse"), "entry_dots_dense"),
+    bindingsOf({ offsets, index, owner, wDec: inputs.wDec, dPre: inputs.dPre, denseOut: out }),
+    dispatchArgs,
+    uniforms({
+      widths: inputs.widths,
+      dIn: inputs.wDec.cols,
+      dSae: acts.dSae,
+      rows: acts.rows,
+      capacity: acts.capacity,
+    }),
+  );
+  dispatchArgs.dispose();
 }

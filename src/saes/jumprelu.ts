@@ -3,11 +3,13 @@
  * rectangle-kernel pseudo-gradients of bandwidth `jumprelu_bandwidth`. Sparsity loss "step"
  * (L0, gradient to the threshold only) or "tanh"; optional pre-activation loss on dead latents.
  */
+import type { Tensor } from "../gpu/tensor.ts";
 import { unary } from "../kernels/elementwise.ts";
-import { jumpReluBackward, jumpReluForward } from "../kernels/jumprelu.ts";
+import { jumpReluBackward, jumpReluForward, jumpReluGradientSupport } from "../kernels/jumprelu.ts";
+import { compressSelection, entryDotsDense, sparseDecode, sparseFits } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
-import type { StepConfig } from "./step.ts";
+import { RELU_SPARSE_MAX_DENSITY, type StepConfig } from "./step.ts";
 
 export interface JumpReluConfig extends StepConfig {
   jumprelu_init_threshold: number;
@@ -39,12 +41,41 @@ export const jumprelu: Architecture<JumpReluConfig> = {
     const threshold = unary("exp", params.log_threshold);
     const hiddenPre = step.encodeLinear(params.b_enc);
     const featureActs = jumpReluForward(hiddenPre, threshold);
-    const { out: saeOut } = step.decode(featureActs);
-    const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
-
-    // dL/df from the reconstruction, turned into dL/dh in place by the fused backward.
-    const grad = step.decoderBackward(featureActs, dOut);
     const preAct = cfg.pre_act_loss_coefficient;
+    // The pre-activation loss has a gradient at every latent below its threshold: dense only.
+    const fits = preAct === null &&
+      sparseFits(step.x.gpu.maxBindingBytes, batch, cfg.d_in, cfg.d_sae);
+    const sparse = step.useSparse(fits, RELU_SPARSE_MAX_DENSITY);
+    let saeOut: Tensor;
+    let grad: Tensor;
+    let finishEncoder: () => void;
+    if (sparse) {
+      // Active latents decode; dL/df is needed there and inside the threshold's window.
+      const acts = compressSelection(featureActs, batch * cfg.d_sae);
+      saeOut = step.decodeOutput(sparseDecode(acts, params.W_dec));
+      const dPre = step.decodeOutputBackward(step.squaredErrorLoss("mse_loss", saeOut, step.x));
+      const support = jumpReluGradientSupport(hiddenPre, threshold, cfg.jumprelu_bandwidth);
+      grad = step.x.gpu.zeros(hiddenPre.shape);
+      const widths = [cfg.d_sae];
+      entryDotsDense(compressSelection(support, batch * cfg.d_sae), {
+        wDec: params.W_dec,
+        dPre,
+        widths,
+      }, grad);
+      finishEncoder = () => {
+        const dBEnc = step.x.gpu.zeros([cfg.d_sae]);
+        // grad now holds dL/dh: the entries' whole gradient, no decoder dot left to add.
+        const lists = { dPre, widths, linearPre: hiddenPre, extraGrad: grad, dot: false };
+        step.sparseBackward(acts, lists, dBEnc);
+        step.encoderBiasBackward(dBEnc, "b_enc");
+      };
+    } else {
+      saeOut = step.decode(featureActs).out;
+      const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
+      // dL/df from the reconstruction, turned into dL/dh in place by the fused backward.
+      grad = step.decoderBackward(featureActs, dOut);
+      finishEncoder = () => step.encoderBackward(grad, "b_enc");
+    }
     const { dNorms, l0Loss, preActLoss } = jumpReluBackward(
       hiddenPre,
       threshold,
@@ -65,7 +96,7 @@ export const jumprelu: Architecture<JumpReluConfig> = {
     if (cfg.jumprelu_sparsity_loss_mode === "tanh" || preAct !== null) {
       step.addDecoderNormGrad(dNorms);
     }
-    step.encoderBackward(grad, "b_enc");
+    finishEncoder();
     const outputs = {
       hidden_pre: hiddenPre,
       feature_acts: featureActs,

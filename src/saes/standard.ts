@@ -5,13 +5,7 @@ import { reduceAll, reduceCols } from "../kernels/reduce.ts";
 import { compressSelection, sparseDecode, sparseFits } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
-import type { StepConfig } from "./step.ts";
-
-/**
- * In `auto` kernel mode the sparse step runs once the measured mean L0 is at most this fraction
- * of d_sae (dense GEMMs win above it on lavapipe; see README "Performance").
- */
-export const RELU_SPARSE_MAX_DENSITY = 1 / 32;
+import { RELU_SPARSE_MAX_DENSITY, type StepConfig } from "./step.ts";
 
 export interface StandardConfig extends StepConfig {
   l1_coefficient: number;

@@ -31,6 +31,12 @@ export interface StepOutputs {
   [extra: string]: Tensor;
 }
 
+/**
+ * ReLU-family sparse steps run (in `auto` kernel mode) once the measured mean L0 is at most this
+ * fraction of d_sae; dense GEMMs win above it on lavapipe.
+ */
+export const RELU_SPARSE_MAX_DENSITY = 1 / 32;
+
 /** Inputs of one step besides the parameters. */
 export interface StepInput {
   /** The batch [B, d_in] as the SAE sees it (after any activation scaling). */
