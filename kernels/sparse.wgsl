@@ -43,14 +43,16 @@ struct Params {
 @group(0) @binding(17) var<storage, read_write> d_norms: array<f32>;
 @group(0) @binding(18) var<storage, read_write> entry_decoded: array<f32>; // [capacity]
 @group(0) @binding(19) var<storage, read_write> entry_d_norm: array<f32>;  // [capacity]
-@group(0) @binding(20) var<storage, read> extra_grad: array<f32>;      // [rows, d_sae]
+@group(0) @binding(20) var<storage, read> extra_grad: array<f32>;      // [rows, d_sae] or [d_sae]
 @group(0) @binding(21) var<storage, read_write> dispatch_args: array<u32>; // [3] workgroup counts
 @group(0) @binding(22) var<storage, read_write> dense_out: array<f32>;  // [rows, d_sae]
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
-// A dense [rows, d_sae] gradient w.r.t. the activations from other losses (L1) adds in.
+// A gradient w.r.t. the activations from other losses (L1) adds in: dense [rows, d_sae], or
+// one value per latent with EXTRA_PER_LATENT.
 override HAS_EXTRA: bool = false;
+override EXTRA_PER_LATENT: bool = false;
 // The reconstruction's dL/df is computed per entry (false: extra_grad holds all of it).
 override DOT: bool = true;
 
@@ -185,6 +187,11 @@ fn entry_dot(b: u32, j: u32) -> f32 {
   return g;
 }
 
+fn extra_at(b: u32, j: u32) -> f32 {
+  if (EXTRA_PER_LATENT) { return extra_grad[j]; }
+  return extra_grad[b * p.d_sae + j];
+}
+
 @compute @workgroup_size(64)
 fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -199,12 +206,12 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   if (RESCALE) {
     let norm = norms[j];
     var d_acts = g / norm;
-    if (HAS_EXTRA) { d_acts += extra_grad[b * p.d_sae + j]; }
+    if (HAS_EXTRA) { d_acts += extra_at(b, j); }
     entry_decoded[e] = a / norm;
     entry_grad[e] = d_acts * norm;
     entry_d_norm[e] = d_acts * linear_pre[b * p.d_sae + j] - (g / norm) * a / norm;
   } else {
-    if (HAS_EXTRA) { g += extra_grad[b * p.d_sae + j]; }
+    if (HAS_EXTRA) { g += extra_at(b, j); }
     entry_decoded[e] = a;
     entry_grad[e] = g;
   }

@@ -198,7 +198,10 @@ export interface SparseBackwardInputs {
   norms?: Tensor;
   /** [rows, d_sae] pre-activations before any rescaling (read only when rescaling). */
   linearPre: Tensor;
-  /** [rows, d_sae] gradient w.r.t. the activations from other losses (L1), read at entries. */
+  /**
+   * Gradient w.r.t. the activations from other losses (L1), read at the entries: [rows, d_sae],
+   * or [d_sae] when it depends on the latent only.
+   */
   extraGrad?: Tensor;
   /** false: extraGrad already holds the whole gradient (no per-entry decoder dot). */
   dot?: boolean;
@@ -267,7 +270,11 @@ export function sparseBackward(
   };
   const bound = (names: string[]) => bindingsOf(Object.fromEntries(names.map((n) => [n, all[n]])));
   entryDispatch(acts, dispatchArgs);
-  const extra = { HAS_EXTRA: inputs.extraGrad ? 1 : 0, DOT: inputs.dot === false ? 0 : 1 };
+  const extra = {
+    HAS_EXTRA: inputs.extraGrad ? 1 : 0,
+    EXTRA_PER_LATENT: inputs.extraGrad?.shape.length === 1 ? 1 : 0,
+    DOT: inputs.dot === false ? 0 : 1,
+  };
   gpu.dispatch(
     gpu.kernel("sparse", code, "entry_grads", { ...rescale, ...extra }),
     bound([

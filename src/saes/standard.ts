@@ -5,12 +5,42 @@ import { reduceAll, reduceCols } from "../kernels/reduce.ts";
 import { compressSelection, sparseDecode, sparseFits } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
-import { RELU_SPARSE_MAX_DENSITY, type StepConfig } from "./step.ts";
+import { RELU_SPARSE_MAX_DENSITY, type StepConfig, type TrainStep } from "./step.ts";
+import type { Tensor } from "../gpu/tensor.ts";
 
 export interface StandardConfig extends StepConfig {
   l1_coefficient: number;
   lp_norm: number;
   l1_warm_up_steps: number;
+}
+
+/**
+ * The Lp penalty on decoder-norm-weighted activations, elementwise: adds l1_loss and its
+ * decoder-norm gradient, returns dL/df ([batch, d_sae]).
+ */
+function lpPenalty(step: TrainStep, featureActs: Tensor, p: number, scale: number): Tensor {
+  const weighted = binary("mul", featureActs, step.decoderRowNorms, "perCol");
+  const norms = rowLpNorms(weighted, p);
+  step.losses.l1_loss = unary("affine", reduceAll(norms), { alpha: scale, beta: 0 });
+  const dWeighted = rowLpNormsBackward(weighted, norms, p, scale);
+  step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
+  return binary("mul", dWeighted, step.decoderRowNorms, "perCol");
+}
+
+/**
+ * p = 1 with f ≥ 0 (ReLU): the penalty is scale · Σ_j ‖W_dec[j]‖ · Σ_b f_bj, so one column sum
+ * gives the loss and the decoder-norm gradient, and dL/df = scale · ‖W_dec[j]‖ wherever f > 0:
+ * one value per latent ([d_sae]) for the sparse step to read at its entries.
+ */
+function l1PerLatent(step: TrainStep, featureActs: Tensor, scale: number): Tensor {
+  const colSums = reduceCols(featureActs);
+  const weighted = binary("mul", colSums, step.decoderRowNorms);
+  step.losses.l1_loss = unary("affine", reduceAll(weighted.view([1, weighted.size])), {
+    alpha: scale,
+    beta: 0,
+  });
+  step.addDecoderNormGrad(unary("affine", colSums, { alpha: scale, beta: 0 }));
+  return unary("affine", step.decoderRowNorms, { alpha: scale, beta: 0 });
 }
 
 export const standard: Architecture<StandardConfig> = {
@@ -31,13 +61,10 @@ export const standard: Architecture<StandardConfig> = {
       : step.decode(featureActs);
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 
-    // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p)
-    const coeff = step.input.coefficients.l1;
-    const weighted = binary("mul", featureActs, step.decoderRowNorms, "perCol");
-    const norms = rowLpNorms(weighted, cfg.lp_norm);
-    step.losses.l1_loss = unary("affine", reduceAll(norms), { alpha: coeff / batch, beta: 0 });
-    const dWeighted = rowLpNormsBackward(weighted, norms, cfg.lp_norm, coeff / batch);
-    const dL1 = binary("mul", dWeighted, step.decoderRowNorms, "perCol");
+    // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p); its gradient w.r.t. f, per element.
+    const dL1 = acts && cfg.lp_norm === 1
+      ? l1PerLatent(step, featureActs, step.input.coefficients.l1 / batch)
+      : lpPenalty(step, featureActs, cfg.lp_norm, step.input.coefficients.l1 / batch);
 
     if (acts) {
       const dBEnc = step.x.gpu.zeros([cfg.d_sae]);
@@ -47,12 +74,10 @@ export const standard: Architecture<StandardConfig> = {
         { dPre, widths: [cfg.d_sae], linearPre: hiddenPre, extraGrad: dL1 },
         dBEnc,
       );
-      step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
       step.encoderBiasBackward(dBEnc, "b_enc");
     } else {
       const dActs = step.decoderBackward(decoded, dOut);
       binary("add", dActs, dL1, "full", { out: dActs });
-      step.addDecoderNormGrad(reduceCols(binary("mul", dWeighted, featureActs)));
       step.encoderBackward(binary("maskGreater", dActs, hiddenPre, "full", { alpha: 0 }), "b_enc");
     }
     return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
