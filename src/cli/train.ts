@@ -13,7 +13,9 @@ const USAGE = `usage: deno task train [--config FILE] [--out DIR] [--resume] [--
   --config FILE      JSON run config (sae, trainer: SAELens field names; data; see README)
   --out DIR          output directory (default runs/<architecture>-<date>-<time>)
   --resume           continue from the newest checkpoint in DIR/checkpoints (uses DIR/run.json)
-  --stop-after N     stop after N steps in total and checkpoint (resume later)`;
+  --stop-after N     stop after N steps in total and checkpoint (resume later)
+  --kernels MODE     auto (default: sparse steps where they fit and activations are sparse),
+                     always (sparse wherever they fit) or never (dense GEMMs only)`;
 
 async function loadConfig(
   path: string | undefined,
@@ -54,6 +56,7 @@ async function main(): Promise<void> {
       out: { type: "string" },
       resume: { type: "boolean", default: false },
       "stop-after": { type: "string" },
+      kernels: { type: "string", default: "auto" },
       help: { type: "boolean", default: false },
     },
   });
@@ -61,10 +64,15 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
+  const kernels = values.kernels as Gpu["sparseKernels"];
+  if (!["auto", "always", "never"].includes(kernels)) {
+    throw new ConfigError([`--kernels: "${kernels}" is not one of auto, always, never`]);
+  }
   const config = await loadConfig(values.config, values.out, values.resume!);
   const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-");
   const outDir = values.out ?? `runs/${config.sae.architecture}-${stamp}`;
   const gpu = await Gpu.acquire();
+  gpu.sparseKernels = kernels;
   const interactive = Deno.stderr.isTerminal();
   const encoder = new TextEncoder();
   console.error(
