@@ -1,5 +1,5 @@
 /**
- * Sparse steps (the TopK family, the standard and JumpReLU SAEs) against the dense steps: same
+ * Sparse steps (the TopK family, the standard, JumpReLU and Gated SAEs) against the dense steps: same
  * losses, outputs and gradients on the same batch (with dead latents so AuxK runs, with and
  * without decoder-norm rescaling, Matryoshka's prefix losses, the standard SAE's L1 gradients,
  * JumpReLU's threshold window), and the sparse kernels really run.
@@ -67,6 +67,8 @@ async function stepOn(
 }
 
 const CASES: Record<string, unknown>[] = [
+  { architecture: "gated" },
+  { architecture: "gated", apply_b_dec_to_input: false },
   // JumpReLU thresholds near the pre-activations, so the bandwidth window holds inactive latents.
   { architecture: "jumprelu", jumprelu_init_threshold: 0.05, jumprelu_bandwidth: 0.1 },
   {

@@ -4,11 +4,13 @@
  * non-differentiable mask; its parameters are trained only by the L1 and auxiliary losses on
  * `relu(pi_gate)`.
  */
+import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
+import { compressSelection, type SparseActs, sparseDecode, sparseFits } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
-import type { StepConfig } from "./step.ts";
+import { RELU_SPARSE_MAX_DENSITY, type StepConfig } from "./step.ts";
 
 export interface GatedConfig extends StepConfig {
   l1_coefficient: number;
@@ -44,22 +46,46 @@ export const gated: Architecture<GatedConfig> = {
     const featureActs = binary("maskGreater", unary("relu", hiddenPre), piGate, "full", {
       alpha: 0,
     });
-    const { out: saeOut } = step.decode(featureActs);
+    const gateActs = unary("relu", piGate);
+    const fits = sparseFits(step.x.gpu.maxBindingBytes, batch, cfg.d_in, cfg.d_sae);
+    // Sparse: both paths live on the gate-active latents; lists hold the whole batch (exact).
+    const lists = step.useSparse(fits, RELU_SPARSE_MAX_DENSITY)
+      ? {
+        acts: compressSelection(featureActs, batch * cfg.d_sae),
+        gate: compressSelection(gateActs, batch * cfg.d_sae),
+      }
+      : undefined;
+    const decode = (acts: Tensor, compressed?: SparseActs) =>
+      compressed
+        ? step.decodeOutput(sparseDecode(compressed, params.W_dec))
+        : step.decode(acts).out;
+    const saeOut = decode(featureActs, lists?.acts);
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 
     // Gate-path losses on relu(pi_gate); the aux input x − b_dec·apply_b_dec_to_input is saeIn.
     const coeff = step.input.coefficients.l1;
-    const gateActs = unary("relu", piGate);
     const weighted = reduceAll(binary("mul", gateActs, step.decoderRowNorms, "perCol"));
     step.losses.l1_loss = unary("affine", weighted, { alpha: coeff / batch, beta: 0 });
-    const { out: auxOut } = step.decode(gateActs);
+    const auxOut = decode(gateActs, lists?.gate);
     const dAux = step.squaredErrorLoss("auxiliary_reconstruction_loss", auxOut, step.x);
 
     // Magnitude path: d h_mag = dF where f > 0; its weight gradient splits into W_enc and r_mag.
-    const dActs = step.decoderBackward(featureActs, dOut);
-    const dMag = binary("maskGreater", dActs, featureActs, "full", { alpha: 0 });
     const dMagWeight = magWeight.gpu.zeros(magWeight.shape);
-    step.encoderBackward(dMag, "b_mag", magWeight, dMagWeight);
+    if (lists) {
+      const dBMag = step.x.gpu.zeros([cfg.d_sae]);
+      const dPre = step.decodeOutputBackward(dOut);
+      step.sparseBackward(
+        lists.acts,
+        { dPre, widths: [cfg.d_sae], linearPre: hiddenPre },
+        dBMag,
+        dMagWeight,
+      );
+      step.encoderBiasBackward(dBMag, "b_mag", magWeight);
+    } else {
+      const dActs = step.decoderBackward(featureActs, dOut);
+      const dMag = binary("maskGreater", dActs, featureActs, "full", { alpha: 0 });
+      step.encoderBackward(dMag, "b_mag", magWeight, dMagWeight);
+    }
     binary("add", grads.W_enc, binary("mul", dMagWeight, magScale, "perCol"), "full", {
       out: grads.W_enc,
     });
@@ -67,16 +93,26 @@ export const gated: Architecture<GatedConfig> = {
     binary("add", grads.r_mag, dR, "full", { out: grads.r_mag });
 
     // Gate path: L1 (weighted by ‖W_dec‖) plus the auxiliary reconstruction.
-    const dGate = step.decoderBackward(gateActs, dAux);
-    binary("axpby", dGate, step.decoderRowNorms, "perCol", {
-      alpha: 1,
-      beta: coeff / batch,
-      out: dGate,
-    });
     step.addDecoderNormGrad(
       unary("affine", reduceCols(gateActs), { alpha: coeff / batch, beta: 0 }),
     );
-    step.encoderBackward(binary("maskGreater", dGate, piGate, "full", { alpha: 0 }), "b_gate");
+    if (lists) {
+      const dBGate = step.x.gpu.zeros([cfg.d_sae]);
+      const dPre = step.decodeOutputBackward(dAux);
+      // The L1 gradient is coeff/batch · ‖W_dec[j]‖ at every gate-active latent.
+      const l1 = unary("affine", step.decoderRowNorms, { alpha: coeff / batch, beta: 0 });
+      const inputs = { dPre, widths: [cfg.d_sae], linearPre: piGate, extraGrad: l1 };
+      step.sparseBackward(lists.gate, inputs, dBGate);
+      step.encoderBiasBackward(dBGate, "b_gate");
+    } else {
+      const dGate = step.decoderBackward(gateActs, dAux);
+      binary("axpby", dGate, step.decoderRowNorms, "perCol", {
+        alpha: 1,
+        beta: coeff / batch,
+        out: dGate,
+      });
+      step.encoderBackward(binary("maskGreater", dGate, piGate, "full", { alpha: 0 }), "b_gate");
+    }
     return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
   },
 

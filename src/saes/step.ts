@@ -217,18 +217,19 @@ export class TrainStep {
 
   /**
    * The sparse counterpart of decoderBackward + encoderBackward for compressed activations:
-   * adds W_dec, W_enc and decoder-norm gradients of the entries and their b_enc share into
-   * `dBEnc` (zero-initialised, [d_sae]; pass it to encoderBiasBackward once every selection
-   * has added to it).
+   * adds W_dec, encoder-weight (into `dWEnc`, by default grads.W_enc) and decoder-norm gradients
+   * of the entries and their bias share into `dBEnc` (zero-initialised, [d_sae]; pass it to
+   * encoderBiasBackward once every selection has added to it).
    */
   sparseBackward(
     acts: SparseActs,
     inputs: Omit<SparseBackwardInputs, "wDec" | "saeIn">,
     dBEnc: Tensor,
+    dWEnc: Tensor = this.grads.W_enc,
   ): void {
     sparseBackward(acts, { ...inputs, wDec: this.params.W_dec, saeIn: this.saeIn }, {
       dWDec: this.grads.W_dec,
-      dWEnc: this.grads.W_enc,
+      dWEnc,
       dBEnc,
       dNorms: this.decoderNormGrad,
     });
