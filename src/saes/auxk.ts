@@ -177,19 +177,20 @@ function compactBackward(
   dBEnc: Tensor,
 ): void {
   const perLatent = (v: Tensor) => v.view([1, v.size]);
-  const dNorms = perLatent(step.decoderNormGrad);
   const dDecoded = matmul(dPre, c.wDec, { transB: true });
   let dActs = dDecoded;
   if (c.norms) {
     // decoded = acts / norm: −Σ_b dActs·acts / norm reaches the norm.
     dActs = binary("div", dDecoded, c.norms, "perCol");
     const dn = binary("div", reduceCols(binary("mul", dActs, c.acts)), c.norms);
+    const dNorms = perLatent(step.decoderNormGrad);
     scatterAddCols(dNorms, perLatent(unary("affine", dn, { alpha: -1, beta: 0 })), c.dead);
   }
   let dLinear = binary("maskGreater", dActs, unary("abs", c.acts), "full", { alpha: 0 });
   if (c.norms) {
     // hidden = linear · norm.
     const slotLinear = gatherCols(linear, c.dead);
+    const dNorms = perLatent(step.decoderNormGrad);
     scatterAddCols(dNorms, perLatent(reduceCols(binary("mul", dLinear, slotLinear))), c.dead);
     dLinear = binary("mul", dLinear, c.norms, "perCol");
   }

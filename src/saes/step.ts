@@ -63,14 +63,15 @@ export class TrainStep {
   readonly saeIn: Tensor;
   /** The run-time normalisation of x (identity unless configured). */
   readonly normalization: RunTimeNormalization;
-  /** ‖W_dec[j]‖₂ for each latent, [d_sae]. */
-  readonly decoderRowNorms: Tensor;
+  /** ‖W_dec[j]‖₂ per latent, computed on first use (a TopK SAE without rescaling never needs it). */
+  private rowNorms?: Tensor;
   /** Gradient of the total loss per parameter, accumulated by the helpers below. */
   readonly grads: Record<string, Tensor> = {};
   /** Loss terms as [1] tensors, SAELens names; the total is their sum. */
   readonly losses: Record<string, Tensor> = {};
-  /** dL/d‖W_dec[j]‖, folded into grads.W_dec by `finish()`. */
-  readonly decoderNormGrad: Tensor;
+  /** dL/d‖W_dec[j]‖, folded into grads.W_dec by `finish()` once anything has used it. */
+  private readonly normGrad: Tensor;
+  private normGradUsed = false;
 
   constructor(
     readonly cfg: StepConfig,
@@ -85,8 +86,18 @@ export class TrainStep {
     this.saeIn = cfg.apply_b_dec_to_input
       ? binary("sub", normalized, params.b_dec, "perCol")
       : normalized;
-    this.decoderRowNorms = unary("sqrt", reduceRows(params.W_dec, "sumSquares"));
-    this.decoderNormGrad = gpu.zeros([cfg.d_sae]);
+    this.normGrad = gpu.zeros([cfg.d_sae]);
+  }
+
+  /** ‖W_dec[j]‖₂ for each latent, [d_sae]. */
+  get decoderRowNorms(): Tensor {
+    return this.rowNorms ??= unary("sqrt", reduceRows(this.params.W_dec, "sumSquares"));
+  }
+
+  /** dL/d‖W_dec[j]‖ ([d_sae]) to add to; taking it makes `finish()` fold it into W_dec. */
+  get decoderNormGrad(): Tensor {
+    this.normGradUsed = true;
+    return this.normGrad;
   }
 
   get x(): Tensor {
@@ -231,13 +242,15 @@ export class TrainStep {
       dWDec: this.grads.W_dec,
       dWEnc,
       dBEnc,
-      dNorms: this.decoderNormGrad,
+      // The kernels add to the norms' gradient only when activations were divided by them.
+      dNorms: inputs.norms ? this.decoderNormGrad : this.normGrad,
     });
   }
 
   /** Folds the decoder-norm gradient into W_dec: dW_dec[j] += dn_j · W_dec[j] / ‖W_dec[j]‖. */
   finish(): void {
-    const perRow = binary("div", this.decoderNormGrad, this.decoderRowNorms);
+    if (!this.normGradUsed) return; // nothing depended on the norms: no pass over W_dec
+    const perRow = binary("div", this.normGrad, this.decoderRowNorms);
     const contribution = binary("mul", this.params.W_dec, perRow, "perRow");
     binary("add", this.grads.W_dec, contribution, "full", { out: this.grads.W_dec });
   }
