@@ -150,10 +150,14 @@ function compressAxis(
 
 /**
  * Row and latent lists of a [rows, d_sae] matrix's nonzeros. `capacity` must bound them (top-k
- * selection keeps exactly k per segment); entries past it would be dropped. With a gate the
- * lists stay empty (and `dense` unread) unless it opens.
+ * selection keeps exactly k per segment; by default every element may be nonzero); entries past
+ * it would be dropped. With a gate the lists stay empty (and `dense` unread) unless it opens.
  */
-export function compressSelection(dense: Tensor, capacity: number, gate?: Gate): SparseActs {
+export function compressSelection(
+  dense: Tensor,
+  capacity = dense.size,
+  gate?: Gate,
+): SparseActs {
   const [rows, dSae] = dense.shape;
   const size = Math.max(1, capacity);
   return {

@@ -73,6 +73,7 @@ export interface AuxKInputs {
   hiddenPre: Tensor;
   /** saeIn · W_enc + b_enc. */
   linear: Tensor;
+  /** Decoder row norms when activations are rescaled by them. */
   norms?: Tensor;
 }
 

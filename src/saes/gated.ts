@@ -7,10 +7,10 @@
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, type SparseActs, sparseDecode, sparseFits } from "../kernels/sparse.ts";
+import { compressSelection, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
-import { RELU_SPARSE_MAX_DENSITY, type StepConfig } from "./step.ts";
+import type { StepConfig } from "./step.ts";
 
 export interface GatedConfig extends StepConfig {
   l1_coefficient: number;
@@ -47,12 +47,11 @@ export const gated: Architecture<GatedConfig> = {
       alpha: 0,
     });
     const gateActs = unary("relu", piGate);
-    const fits = sparseFits(step.x.gpu.maxBindingBytes, batch, cfg.d_in, cfg.d_sae);
     // Sparse: both paths live on the gate-active latents; lists hold the whole batch (exact).
-    const lists = step.useSparse(fits, RELU_SPARSE_MAX_DENSITY)
+    const lists = step.useSparse({ reluActivations: true })
       ? {
-        acts: compressSelection(featureActs, batch * cfg.d_sae),
-        gate: compressSelection(gateActs, batch * cfg.d_sae),
+        acts: compressSelection(featureActs),
+        gate: compressSelection(gateActs),
       }
       : undefined;
     const decode = (acts: Tensor, compressed?: SparseActs) =>

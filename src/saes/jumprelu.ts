@@ -6,10 +6,10 @@
 import type { Tensor } from "../gpu/tensor.ts";
 import { unary } from "../kernels/elementwise.ts";
 import { jumpReluBackward, jumpReluForward, jumpReluGradientSupport } from "../kernels/jumprelu.ts";
-import { compressSelection, entryDotsDense, sparseDecode, sparseFits } from "../kernels/sparse.ts";
+import { compressSelection, entryDotsDense, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
-import { RELU_SPARSE_MAX_DENSITY, type StepConfig } from "./step.ts";
+import type { StepConfig } from "./step.ts";
 
 export interface JumpReluConfig extends StepConfig {
   jumprelu_init_threshold: number;
@@ -43,21 +43,19 @@ export const jumprelu: Architecture<JumpReluConfig> = {
     const featureActs = jumpReluForward(hiddenPre, threshold);
     const preAct = cfg.pre_act_loss_coefficient;
     // The pre-activation loss has a gradient at every latent below its threshold: dense only.
-    const fits = preAct === null &&
-      sparseFits(step.x.gpu.maxBindingBytes, batch, cfg.d_in, cfg.d_sae);
-    const sparse = step.useSparse(fits, RELU_SPARSE_MAX_DENSITY);
+    const sparse = step.useSparse({ reluActivations: true, possible: preAct === null });
     let saeOut: Tensor;
     let grad: Tensor;
     let finishEncoder: () => void;
     if (sparse) {
       // Active latents decode; dL/df is needed there and inside the threshold's window.
-      const acts = compressSelection(featureActs, batch * cfg.d_sae);
+      const acts = compressSelection(featureActs);
       saeOut = step.decodeOutput(sparseDecode(acts, params.W_dec));
       const dPre = step.decodeOutputBackward(step.squaredErrorLoss("mse_loss", saeOut, step.x));
       const support = jumpReluGradientSupport(hiddenPre, threshold, cfg.jumprelu_bandwidth);
       grad = step.x.gpu.zeros(hiddenPre.shape);
       const widths = [cfg.d_sae];
-      entryDotsDense(compressSelection(support, batch * cfg.d_sae), {
+      entryDotsDense(compressSelection(support), {
         wDec: params.W_dec,
         dPre,
         widths,

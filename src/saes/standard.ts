@@ -2,10 +2,10 @@
 import { binary, unary } from "../kernels/elementwise.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../kernels/lp_norm.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, sparseDecode, sparseFits } from "../kernels/sparse.ts";
+import { compressSelection, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
-import { RELU_SPARSE_MAX_DENSITY, type StepConfig, type TrainStep } from "./step.ts";
+import type { StepConfig, TrainStep } from "./step.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 export interface StandardConfig extends StepConfig {
@@ -52,10 +52,9 @@ export const standard: Architecture<StandardConfig> = {
     const { params, batch } = step;
     const hiddenPre = step.encodeLinear(params.b_enc);
     const featureActs = unary("relu", hiddenPre);
-    const fits = sparseFits(step.x.gpu.maxBindingBytes, batch, cfg.d_in, cfg.d_sae);
-    const sparse = step.useSparse(fits, RELU_SPARSE_MAX_DENSITY);
-    // Sparse: every active latent may be an entry, so the lists can hold the whole batch.
-    const acts = sparse ? compressSelection(featureActs, batch * cfg.d_sae) : undefined;
+    const acts = step.useSparse({ reluActivations: true })
+      ? compressSelection(featureActs)
+      : undefined;
     const { out: saeOut, decoded } = acts
       ? { out: step.decodeOutput(sparseDecode(acts, params.W_dec)), decoded: featureActs }
       : step.decode(featureActs);

@@ -9,7 +9,12 @@
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/matmul.ts";
-import { type SparseActs, sparseBackward, type SparseBackwardInputs } from "../kernels/sparse.ts";
+import {
+  type SparseActs,
+  sparseBackward,
+  type SparseBackwardInputs,
+  sparseFits,
+} from "../kernels/sparse.ts";
 import { matVecInto, reduceAll, reduceCols, reduceRows } from "../kernels/reduce.ts";
 import { normalizeInput, type RunTimeNormalization } from "./normalization.ts";
 
@@ -35,7 +40,7 @@ export interface StepOutputs {
  * ReLU-family sparse steps run (in `auto` kernel mode) once the measured mean L0 is at most this
  * fraction of d_sae; dense GEMMs win above it on lavapipe.
  */
-export const RELU_SPARSE_MAX_DENSITY = 1 / 32;
+const RELU_SPARSE_MAX_DENSITY = 1 / 32;
 
 /** Inputs of one step besides the parameters. */
 export interface StepInput {
@@ -105,16 +110,21 @@ export class TrainStep {
   }
 
   /**
-   * Whether to take an architecture's sparse path: never when forced dense or when `fits` is
-   * false; in `auto` mode, only while the measured active fraction is at most `maxDensity`
-   * (when given: ReLU-family activations can be dense, top-k ones never are).
+   * Whether to take an architecture's sparse path: never when forced dense, when its tensors do
+   * not fit the sparse kernels or when the architecture rules it out (`possible`). ReLU-family
+   * activations can be dense (`reluActivations`), so in `auto` mode they go sparse only while
+   * the measured active fraction is low; top-k ones always can.
    */
-  useSparse(fits: boolean, maxDensity?: number): boolean {
+  useSparse(
+    { reluActivations, possible = true }: { reluActivations: boolean; possible?: boolean },
+  ) {
     const policy = this.x.gpu.sparseKernels;
-    if (policy === "never" || !fits) return false;
-    if (policy === "always" || maxDensity === undefined) return true;
+    const { d_in: dIn, d_sae: dSae } = this.cfg;
+    if (policy === "never" || !possible) return false;
+    if (!sparseFits(this.x.gpu.maxBindingBytes, this.batch, dIn, dSae)) return false;
+    if (policy === "always" || !reluActivations) return true;
     const measured = this.input.measured?.activeFraction;
-    return measured !== undefined && measured <= maxDensity;
+    return measured !== undefined && measured <= RELU_SPARSE_MAX_DENSITY;
   }
 
   /** saeIn · W + bias (W defaults to W_enc). */

@@ -7,9 +7,9 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "../kernels/elementwise.ts";
 import { reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, MAX_TERMS, sparseDecode, sparseFits } from "../kernels/sparse.ts";
+import { compressSelection, MAX_TERMS, sparseDecode } from "../kernels/sparse.ts";
 import { topkPerRow } from "../kernels/topk.ts";
-import { denseAuxK, sparseAuxK } from "./auxk.ts";
+import { type AuxKInputs, denseAuxK, sparseAuxK } from "./auxk.ts";
 import type { Architecture, InferenceSae } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes, hostRowNorms } from "./common.ts";
 import type { StepConfig, StepOutputs, TrainStep } from "./step.ts";
@@ -44,21 +44,14 @@ export function trainTopKFamily(
   const hiddenPre = norms ? binary("mul", linear, norms, "perCol") : linear;
   const featureActs = hooks.select(hiddenPre);
   const terms = 1 + (hooks.prefixWidths?.length ?? 0);
-  const fits = sparseFits(step.x.gpu.maxBindingBytes, step.batch, cfg.d_in, cfg.d_sae) &&
-    terms <= MAX_TERMS;
-  const forward = step.useSparse(fits) ? sparseTopKFamily : denseTopKFamily;
+  const sparse = step.useSparse({ reluActivations: false, possible: terms <= MAX_TERMS });
+  const forward = sparse ? sparseTopKFamily : denseTopKFamily;
   const saeOut = forward(step, cfg, hooks, { linear, hiddenPre, featureActs, norms });
   return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
 }
 
-interface Encoded {
-  /** saeIn · W_enc + b_enc. */
-  linear: Tensor;
-  /** linear, times the decoder norms when rescaling. */
-  hiddenPre: Tensor;
+interface Encoded extends AuxKInputs {
   featureActs: Tensor;
-  /** Decoder row norms when activations are rescaled by them. */
-  norms?: Tensor;
 }
 
 /** The dense step: decoding and every gradient as GEMMs over [batch, d_sae]. Returns sae_out. */
