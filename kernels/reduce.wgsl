@@ -1,6 +1,8 @@
 // Reductions of a row-major [rows, cols] matrix.
 // rows_main: out[r] = sum_j f(a[r, j]) with one workgroup per row (strided partial sums, then a
 //   tree in workgroup memory). F: 0 identity, 1 square, 2 abs, 3 count(x > alpha), 4 |x|^alpha.
+// rows_short: the same sums in the same order, one invocation per row: for many short rows
+//   (decoder row norms, gradient norms of [d_sae, d_in]), where rows_main's barriers dominate.
 // cols_main: out[j] = sum_r a[r, j], one invocation per column walking rows in order (coalesced).
 // row_dots: out[r] = alpha · sum_j a[r, j] · v[j] + beta · out[r], one invocation per row.
 // Matrices larger than one binding come in chunks of whole rows: `rows` rows starting at global
@@ -49,6 +51,22 @@ fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   }
   let total = workgroup_sum(lid, acc);
   if (lid == 0u && valid) { out[p.row0 + r] = total; }
+}
+
+// rows_short: rows_main's arithmetic, bit for bit, in one invocation: the 256 strided partial
+// sums, then the same pairwise tree.
+@compute @workgroup_size(64)
+fn rows_short(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let r = (wid.y * nwg.x + wid.x) * 64u + lid;
+  if (r >= p.rows) { return; }
+  let base = p.shift + r * p.cols;
+  var lanes: array<f32, WG>;
+  for (var j = 0u; j < p.cols; j++) { lanes[j % WG] += f(a[base + j]); }
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    for (var l = 0u; l < stride; l++) { lanes[l] += lanes[l + stride]; }
+  }
+  out[p.row0 + r] = lanes[0];
 }
 
 // row_dots: out[r] = alpha · Σ_j a[r, j] · v[j] + beta · out[r], one invocation per row summing

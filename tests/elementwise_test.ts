@@ -164,6 +164,29 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "row sums round in one fixed order: 256 strided partials, then a pairwise tree (short and long rows)",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // [300, 700] takes the one-invocation-per-row kernel, [40, 3000] the workgroup-per-row one:
+    // both must give these exact bits, so switching kernels never changes a result.
+    for (const [r, c] of [[300, 700], [40, 3000]]) {
+      const a = randomArray(r * c, 7 * r + c);
+      const want = Array.from({ length: r }, (_, i) => {
+        const lanes = new Array(256).fill(0);
+        for (let j = 0; j < c; j++) lanes[j % 256] = f(lanes[j % 256] + f(a[i * c + j] ** 2));
+        for (let stride = 128; stride > 0; stride >>= 1) {
+          for (let l = 0; l < stride; l++) lanes[l] = f(lanes[l] + lanes[l + stride]);
+        }
+        return lanes[0];
+      });
+      const got = await reduceRows(gpu.upload(a, [r, c]), "sumSquares").read();
+      assertClose(got, want, { rtol: 0, atol: 0, what: `sumSquares ${r}x${c}` });
+    }
+  },
+);
+
 Deno.test("matVecInto adds alpha·(a·v) to beta·out, also in chunks of rows", gpuTest, async () => {
   const gpu = await testGpu();
   const [rows, cols] = [37, 1100];
