@@ -112,22 +112,25 @@ Deno.test("ties with the k-th value keep exactly k, lowest indices first", gpuTe
 });
 
 Deno.test(
-  "per-row top-k past the prefilter: too many candidates, and k over 1024",
+  "per-row top-k past the prefilter: too many candidates, k over 1024, short rows",
   gpuTest,
   async () => {
     const gpu = await testGpu();
-    // 3000 equal values: every element is a candidate (> 2048), so the passes walk the row.
-    const tied = new Float32Array(2 * 3000).fill(0.5);
-    tied[3000 + 2999] = 0.75;
-    const got = await topkPerRow(gpu.upload(tied, [2, 3000]), 10).read();
-    const want = new Float32Array(6000);
+    // 5000 equal values: every element is a candidate (> 2048), so the passes walk the row.
+    const tied = new Float32Array(2 * 5000).fill(0.5);
+    tied[5000 + 4999] = 0.75;
+    const got = await topkPerRow(gpu.upload(tied, [2, 5000]), 10).read();
+    const want = new Float32Array(10000);
     want.fill(0.5, 0, 10);
-    want.fill(0.5, 3000, 3009);
-    want[5999] = 0.75;
+    want.fill(0.5, 5000, 5009);
+    want[9999] = 0.75;
     assertClose(got, want, { rtol: 0, atol: 0, what: "tied rows" });
     // k = 1500 > 1024 slice maxima: no prefilter.
     const x = randomArray(3 * 3000, 77, -1, 1);
     const big = await topkPerRow(gpu.upload(x, [3, 3000]), 1500).read();
     assertClose(big, referenceTopK(x, 3000, 1500), { rtol: 0, atol: 0, what: "k 1500" });
+    // Rows shorter than 4096 skip the prefilter whatever k is.
+    const short = await topkPerRow(gpu.upload(x, [3, 3000]), 40).read();
+    assertClose(short, referenceTopK(x, 3000, 40), { rtol: 0, atol: 0, what: "short rows" });
   },
 );
