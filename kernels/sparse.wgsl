@@ -2,9 +2,10 @@
 // as compressed lists (by row for decoding, by latent for gradients), so that decoding and every
 // gradient cost O(nonzeros · d_in) instead of a dense [rows, d_sae] x [d_sae, d_in] product.
 //
-// compress_count / compress_scan / compress_fill: the nonzeros of a dense matrix as `lists` lists
-//   (rows: outer = cols, inner = 1; columns: outer = 1, inner = cols), in entry_index order. `entry_index`
-//   holds each entry's position inside its list, `entry_owner` the list it belongs to.
+// compress_bits / compress_count / compress_scan / compress_fill: the nonzeros of a dense
+//   [rows, d_sae] matrix as row lists and latent lists, each in index order, from bit masks built
+//   in one read of the matrix. `entry_index` holds each entry's position inside its list,
+//   `entry_owner` the list it belongs to.
 // decode: out[r] = sum over row r's entries with latent < width of entry_value / norm · W_dec[latent].
 // entry_grads: per latent-list entry (row b, latent j): sum over terms t with j < width_t of
 //   dot(d_pre_t[b], W_dec[j]), the gradient reaching the decoded activation.
@@ -14,8 +15,6 @@ struct Params {
   widths: array<vec4<u32>, 2>,  // per decoder term: latents below it contribute (matryoshka)
   lists: u32,
   len: u32,
-  outer: u32,
-  inner: u32,
   d_in: u32,
   d_sae: u32,
   terms: u32,
@@ -46,6 +45,8 @@ struct Params {
 @group(0) @binding(20) var<storage, read> extra_grad: array<f32>;      // [rows, d_sae] or [d_sae]
 @group(0) @binding(21) var<storage, read_write> dispatch_args: array<u32>; // [3] workgroup counts
 @group(0) @binding(22) var<storage, read_write> dense_out: array<f32>;  // [rows, d_sae]
+@group(0) @binding(23) var<storage, read_write> row_bits: array<atomic<u32>>; // [rows, row_words]
+@group(0) @binding(24) var<storage, read_write> col_bits: array<u32>;       // [d_sae, col_words]
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
@@ -53,6 +54,8 @@ override RESCALE: bool = false;
 // one value per latent with EXTRA_PER_LATENT.
 override HAS_EXTRA: bool = false;
 override EXTRA_PER_LATENT: bool = false;
+// compress_count / compress_fill build latent lists (from col_bits), else row lists (row_bits).
+override LATENT_LISTS: bool = false;
 // The reconstruction's dL/df is computed per entry (false: extra_grad holds all of it).
 override DOT: bool = true;
 
@@ -64,15 +67,44 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * size + lid;
 }
 
+// Bit masks of the nonzeros, both ways, from one read of the dense matrix: bit b of
+// col_bits[j * col_words + w] is dense[32w + b, j] != 0, bit b of row_bits[r * row_words + w] is
+// dense[r, 32w + b] != 0. The row words are zeroed by the caller and ORed atomically (integer
+// atomics: the result does not depend on their order).
+@compute @workgroup_size(64)
+fn compress_bits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+  let id = flat_id(wid, nwg, lid, 64u);
+  let col_words = (p.rows + 31u) / 32u;
+  if (id >= p.d_sae * col_words) { return; }
+  // Neighbouring invocations take neighbouring latents: their reads share cache lines.
+  let j = id % p.d_sae;
+  let w = id / p.d_sae;
+  let row_words = (p.d_sae + 31u) / 32u;
+  var bits = 0u;
+  for (var b = 0u; b < 32u; b++) {
+    let r = 32u * w + b;
+    if (r < p.rows && dense[r * p.d_sae + j] != 0.0) {
+      bits |= 1u << b;
+      atomicOr(&row_bits[r * row_words + j / 32u], 1u << (j % 32u));
+    }
+  }
+  col_bits[j * col_words + w] = bits;
+}
+
+// Word w of list `list`'s mask (p.len words per list).
+fn list_word(list: u32, w: u32) -> u32 {
+  if (LATENT_LISTS) { return col_bits[list * p.len + w]; }
+  return atomicLoad(&row_bits[list * p.len + w]);
+}
+
 @compute @workgroup_size(64)
 fn compress_count(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
   let list = flat_id(wid, nwg, lid, 64u);
   if (list >= p.lists) { return; }
   var n = 0u;
-  for (var m = 0u; m < p.len; m++) {
-    if (dense[list * p.outer + m * p.inner] != 0.0) { n++; }
-  }
+  for (var w = 0u; w < p.len; w++) { n += countOneBits(list_word(list, w)); }
   counts[list] = n;
 }
 
@@ -105,19 +137,24 @@ fn compress_scan(@builtin(local_invocation_index) lid: u32) {
   }
 }
 
+// Each list's entries in index order: the set bits of its mask, lowest first.
 @compute @workgroup_size(64)
 fn compress_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
   let list = flat_id(wid, nwg, lid, 64u);
   if (list >= p.lists) { return; }
   var at = offsets[list];
-  for (var m = 0u; m < p.len; m++) {
-    let v = dense[list * p.outer + m * p.inner];
-    if (v != 0.0) {
+  for (var w = 0u; w < p.len; w++) {
+    var bits = list_word(list, w);
+    while (bits != 0u) {
+      let m = 32u * w + countTrailingZeros(bits);
+      bits &= bits - 1u;
       // Top-k selection bounds the nonzeros by the capacity; the guard only protects memory.
       if (at < p.capacity) {
+        var element = list * p.d_sae + m;
+        if (LATENT_LISTS) { element = m * p.d_sae + list; }
         entry_index[at] = m;
-        entry_value[at] = v;
+        entry_value[at] = dense[element];
         entry_owner[at] = list;
       }
       at++;

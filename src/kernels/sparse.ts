@@ -30,7 +30,7 @@ export interface SparseActs {
   byLatent: SparseLists;
 }
 
-/** Storage bindings 1..22 of kernels/sparse.wgsl, by role. */
+/** Storage bindings 1..24 of kernels/sparse.wgsl, by role. */
 const BINDINGS = [
   "dense",
   "counts",
@@ -54,6 +54,8 @@ const BINDINGS = [
   "extraGrad",
   "dispatchArgs",
   "denseOut",
+  "rowBits",
+  "colBits",
 ];
 
 /** The binding list of an entry point: `named` roles at their places, gaps elsewhere. */
@@ -68,8 +70,6 @@ interface Fields {
   widths?: readonly number[];
   lists?: number;
   len?: number;
-  outer?: number;
-  inner?: number;
   dIn?: number;
   dSae?: number;
   width?: number;
@@ -83,16 +83,12 @@ function uniforms(f: Fields): ArrayBuffer {
     ...widths,
     f.lists ?? 0,
     f.len ?? 0,
-    f.outer ?? 0,
-    f.inner ?? 0,
     f.dIn ?? 0,
     f.dSae ?? 0,
     f.widths?.length ?? 0,
     f.width ?? 0,
     f.rows ?? 0,
     f.capacity ?? 0,
-    0,
-    0,
   ]);
 }
 
@@ -102,47 +98,43 @@ export function sparseFits(maxBindingBytes: number, rows: number, dIn: number, d
     dIn % 4 === 0;
 }
 
-function compressAxis(
+/** Lists over one axis from its bit masks: counts, their prefix sums, then the entries. */
+function listsFromBits(
   dense: Tensor,
+  bits: { rowBits: Tensor; colBits: Tensor },
   capacity: number,
   axis: "rows" | "latents",
-  gate?: Gate,
+  grid: (g: [number, number]) => [number, number] | Tensor,
+  gated: boolean,
 ): SparseLists {
   const gpu = dense.gpu;
-  const [rows, cols] = dense.shape;
-  const lists = axis === "rows" ? rows : cols;
-  const shape = axis === "rows"
-    ? { lists, len: cols, outer: cols, inner: 1 }
-    : { lists, len: rows, outer: 1, inner: cols };
-  const fields = { ...shape, capacity };
-  const code = wgsl("sparse");
+  const [rows, dSae] = dense.shape;
+  const lists = axis === "rows" ? rows : dSae;
+  const words = Math.ceil((axis === "rows" ? dSae : rows) / 32);
+  const fields = uniforms({ lists, len: words, rows, dSae, capacity });
+  const constants = { LATENT_LISTS: axis === "latents" ? 1 : 0 };
+  const kernel = (entry: string) => gpu.kernel("sparse", wgsl("sparse"), entry, constants);
   const counts = gpu.empty([lists], "u32");
   const out: SparseLists = {
     // Gated: empty lists unless the gate opens.
-    offsets: gate ? gpu.zeros([lists + 1], "u32") : gpu.empty([lists + 1], "u32"),
+    offsets: gated ? gpu.zeros([lists + 1], "u32") : gpu.empty([lists + 1], "u32"),
     index: gpu.empty([capacity], "u32"),
     value: gpu.empty([capacity]),
     owner: gpu.empty([capacity], "u32"),
   };
-  const grid = (g: [number, number]) => (gate ? gatedGrid(gate, g) : g);
   const perList = grid(grid1d(lists * 4)); // 64 invocations per workgroup, grid1d counts 256
+  gpu.dispatch(kernel("compress_count"), bindingsOf({ counts, ...bits }), perList, fields);
   gpu.dispatch(
-    gpu.kernel("sparse", code, "compress_count"),
-    [dense, counts],
-    perList,
-    uniforms(fields),
-  );
-  gpu.dispatch(
-    gpu.kernel("sparse", code, "compress_scan"),
-    [undefined, counts, out.offsets],
+    kernel("compress_scan"),
+    bindingsOf({ counts, offsets: out.offsets }),
     grid([1, 1]),
-    uniforms(fields),
+    fields,
   );
   gpu.dispatch(
-    gpu.kernel("sparse", code, "compress_fill"),
-    [dense, undefined, out.offsets, out.index, out.value, out.owner],
+    kernel("compress_fill"),
+    bindingsOf({ dense, ...bits, ...out }),
     perList,
-    uniforms(fields),
+    fields,
   );
   counts.dispose();
   return out;
@@ -158,15 +150,31 @@ export function compressSelection(
   capacity = dense.size,
   gate?: Gate,
 ): SparseActs {
+  const gpu = dense.gpu;
   const [rows, dSae] = dense.shape;
   const size = Math.max(1, capacity);
-  return {
+  const grid = (g: [number, number]) => (gate ? gatedGrid(gate, g) : g);
+  // One read of the matrix: the masks of its nonzeros by row and by latent.
+  const bits = {
+    rowBits: gpu.zeros([rows * Math.ceil(dSae / 32)], "u32"),
+    colBits: gpu.empty([dSae * Math.ceil(rows / 32)], "u32"),
+  };
+  gpu.dispatch(
+    gpu.kernel("sparse", wgsl("sparse"), "compress_bits"),
+    bindingsOf({ dense, ...bits }),
+    grid(grid1d(dSae * Math.ceil(rows / 32) * 4)), // 64 invocations per workgroup, grid1d counts 256
+    uniforms({ rows, dSae }),
+  );
+  const acts = {
     rows,
     dSae,
     capacity: size,
-    byRow: compressAxis(dense, size, "rows", gate),
-    byLatent: compressAxis(dense, size, "latents", gate),
+    byRow: listsFromBits(dense, bits, size, "rows", grid, gate !== undefined),
+    byLatent: listsFromBits(dense, bits, size, "latents", grid, gate !== undefined),
   };
+  bits.rowBits.dispose();
+  bits.colBits.dispose();
+  return acts;
 }
 
 /** acts · W_dec over the row lists ([rows, d_in], no bias), latents below `width` only. */
