@@ -5,6 +5,8 @@
 //   act_freq[j] = (reset ? 0 : act_freq[j]) + n_j
 //   passes[j]   = n_j > 0 ? 0 : passes[j] + 1        (n_forward_passes_since_fired)
 //   dead[j]     = passes[j] > window ? 1 : 0         (dead_neurons, used by the next step)
+// update_from_lists: the same, with n_j read from the latent lists of acts (offsets [cols + 1],
+//   see sparse.wgsl) when the sparse step built them: no pass over acts.
 // row_stats (one workgroup per row r), into stats[r] = [sse_r, tv_r, nnz_r]:
 //   sse_r = sum_d (out[r,d] - x[r,d])^2,  tv_r = sum_d (x[r,d] - x_mean[d])^2,  nnz_r = #(acts[r,:] != 0)
 // summarize (one workgroup), into metrics[offset .. offset+6]:
@@ -27,6 +29,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read> x_mean: array<f32>;
 @group(0) @binding(8) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(9) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(10) var<storage, read> latent_offsets: array<u32>;
 
 const WG = 256u;
 var<workgroup> scratch: array<f32, WG>;
@@ -44,6 +47,16 @@ fn workgroup_sum(v: f32, lid: u32) -> f32 {
   return total;
 }
 
+// Folds latent j's firing count of this step (or chunk) into the counters.
+fn record_firing(j: u32, n: u32) {
+  let later = (p.flag & 2u) != 0u;
+  let previous = select(act_freq[j], 0.0, p.flag == 1u);
+  act_freq[j] = previous + f32(n);
+  let since = select(select(passes[j] + 1.0, passes[j], later), 0.0, n > 0u);
+  passes[j] = since;
+  dead[j] = select(0.0, 1.0, since > p.window);
+}
+
 @compute @workgroup_size(256)
 fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = gid.x;
@@ -52,12 +65,14 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var r = 0u; r < p.rows; r++) {
     if (acts[p.shift + r * p.cols + j] != 0.0) { n += 1u; }
   }
-  let later = (p.flag & 2u) != 0u;
-  let previous = select(act_freq[j], 0.0, p.flag == 1u);
-  act_freq[j] = previous + f32(n);
-  let since = select(select(passes[j] + 1.0, passes[j], later), 0.0, n > 0u);
-  passes[j] = since;
-  dead[j] = select(0.0, 1.0, since > p.window);
+  record_firing(j, n);
+}
+
+@compute @workgroup_size(256)
+fn update_from_lists(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;
+  if (j >= p.cols) { return; }
+  record_firing(j, latent_offsets[j + 1u] - latent_offsets[j]);
 }
 
 // p.rows rows of x/out with p.width columns; acts has p.cols columns.

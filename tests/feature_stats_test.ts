@@ -3,6 +3,7 @@ import {
   rowStatistics,
   updateFeatureCounters,
 } from "../src/kernels/feature_stats.ts";
+import { compressSelection } from "../src/kernels/sparse.ts";
 import { LOG_STATISTICS, recordLogStatistics } from "../src/train/metrics.ts";
 import { assertClose, gpuTest, randomArray, rng, testGpu } from "./helpers.ts";
 
@@ -40,31 +41,38 @@ function counterReference(
   return { freq, since, dead };
 }
 
-Deno.test("updateFeatureCounters matches the SAELens bookkeeping", gpuTest, async () => {
-  const gpu = await testGpu();
-  const acts = sparseActs(1);
-  const next = rng(2);
-  const actFreq = Float32Array.from({ length: dSae }, () => Math.floor(next() * 50));
-  const passes = Float32Array.from({ length: dSae }, () => Math.floor(next() * 6));
-  const window = 3;
-  for (const reset of [false, true]) {
-    const counters: FeatureCounters = {
-      actFreqScores: gpu.upload(actFreq),
-      passesSinceFired: gpu.upload(passes),
-      deadMask: gpu.zeros([dSae]),
-    };
-    updateFeatureCounters(gpu.upload(acts, [rows, dSae]), counters, window, reset);
-    const [freq, since, dead] = await gpu.readMany([
-      counters.actFreqScores,
-      counters.passesSinceFired,
-      counters.deadMask,
-    ]);
-    const want = counterReference(acts, actFreq, passes, window, reset);
-    assertClose(freq, want.freq, { rtol: 0, atol: 0, what: `act_freq (reset ${reset})` });
-    assertClose(since, want.since, { rtol: 0, atol: 0, what: "passes" });
-    assertClose(dead, want.dead, { rtol: 0, atol: 0, what: "dead mask" });
-  }
-});
+Deno.test(
+  "updateFeatureCounters matches the SAELens bookkeeping, from the matrix or its latent lists",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const acts = sparseActs(1);
+    const next = rng(2);
+    const actFreq = Float32Array.from({ length: dSae }, () => Math.floor(next() * 50));
+    const passes = Float32Array.from({ length: dSae }, () => Math.floor(next() * 6));
+    const window = 3;
+    for (const [reset, fromLists] of [[false, false], [true, false], [false, true], [true, true]]) {
+      const counters: FeatureCounters = {
+        actFreqScores: gpu.upload(actFreq),
+        passesSinceFired: gpu.upload(passes),
+        deadMask: gpu.zeros([dSae]),
+      };
+      const dense = gpu.upload(acts, [rows, dSae]);
+      const offsets = fromLists ? compressSelection(dense).byLatent.offsets : undefined;
+      updateFeatureCounters(dense, counters, window, reset, offsets);
+      const [freq, since, dead] = await gpu.readMany([
+        counters.actFreqScores,
+        counters.passesSinceFired,
+        counters.deadMask,
+      ]);
+      const want = counterReference(acts, actFreq, passes, window, reset);
+      const what = `(reset ${reset}, lists ${fromLists})`;
+      assertClose(freq, want.freq, { rtol: 0, atol: 0, what: `act_freq ${what}` });
+      assertClose(since, want.since, { rtol: 0, atol: 0, what: `passes ${what}` });
+      assertClose(dead, want.dead, { rtol: 0, atol: 0, what: `dead mask ${what}` });
+    }
+  },
+);
 
 /** Per-row SSE, centred total variance and non-zero count, in float64. */
 function rowReference(x: Float32Array, out: Float32Array, acts: Float32Array) {

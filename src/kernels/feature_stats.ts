@@ -20,16 +20,27 @@ export interface FeatureCounters {
 /**
  * One step of bookkeeping from the step's feature activations [B, d_sae]: counts firing rows
  * into actFreqScores (zeroed first when `reset`), resets or increments passesSinceFired and
- * recomputes deadMask. One dispatch.
+ * recomputes deadMask. One dispatch. With `latentOffsets` (the offsets of featureActs's latent
+ * lists, [d_sae + 1] u32, from a sparse step) the counts come from them instead of featureActs.
  */
 export function updateFeatureCounters(
   featureActs: Tensor,
   counters: FeatureCounters,
   deadFeatureWindow: number,
   reset: boolean,
+  latentOffsets?: Tensor,
 ): void {
   const gpu = featureActs.gpu;
   const { actFreqScores, passesSinceFired, deadMask } = counters;
+  if (latentOffsets) {
+    gpu.dispatch(
+      gpu.kernel("feature_stats", wgsl("feature_stats"), "update_from_lists"),
+      [...[undefined, actFreqScores, passesSinceFired, deadMask], ...new Array(5), latentOffsets],
+      [groups(featureActs.cols, 256)],
+      params([0, featureActs.cols, 0, reset ? 1 : 0, 0, 0, 0, 0], [deadFeatureWindow, 0, 0, 0]),
+    );
+    return;
+  }
   const kernel = gpu.kernel("feature_stats", wgsl("feature_stats"), "update");
   // Big activations go in chunks of whole rows; chunks after the first continue the counts.
   for (const c of chunks(gpu, featureActs.rows, featureActs.cols)) {

@@ -50,7 +50,7 @@ export const gated: Architecture<GatedConfig> = {
     // Sparse: both paths live on the gate-active latents; lists hold the whole batch (exact).
     const lists = step.useSparse({ reluActivations: true })
       ? {
-        acts: compressSelection(featureActs),
+        acts: step.compressFeatures(featureActs),
         gate: compressSelection(gateActs),
       }
       : undefined;

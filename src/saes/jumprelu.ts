@@ -49,7 +49,7 @@ export const jumprelu: Architecture<JumpReluConfig> = {
     let finishEncoder: () => void;
     if (sparse) {
       // Active latents decode; dL/df is needed there and inside the threshold's window.
-      const acts = compressSelection(featureActs);
+      const acts = step.compressFeatures(featureActs);
       saeOut = step.decodeOutput(sparseDecode(acts, params.W_dec));
       const dPre = step.decodeOutputBackward(step.squaredErrorLoss("mse_loss", saeOut, step.x));
       const support = jumpReluGradientSupport(hiddenPre, threshold, cfg.jumprelu_bandwidth);

@@ -2,7 +2,7 @@
 import { binary, unary } from "../kernels/elementwise.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../kernels/lp_norm.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, sparseDecode } from "../kernels/sparse.ts";
+import { sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
 import type { StepConfig, TrainStep } from "./step.ts";
@@ -53,7 +53,7 @@ export const standard: Architecture<StandardConfig> = {
     const hiddenPre = step.encodeLinear(params.b_enc);
     const featureActs = unary("relu", hiddenPre);
     const acts = step.useSparse({ reluActivations: true })
-      ? compressSelection(featureActs)
+      ? step.compressFeatures(featureActs)
       : undefined;
     const { out: saeOut, decoded } = acts
       ? { out: step.decodeOutput(sparseDecode(acts, params.W_dec)), decoded: featureActs }

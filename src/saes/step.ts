@@ -10,6 +10,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/matmul.ts";
 import {
+  compressSelection,
   type SparseActs,
   sparseBackward,
   type SparseBackwardInputs,
@@ -77,6 +78,8 @@ export class TrainStep {
   /** dL/d‖W_dec[j]‖, folded into grads.W_dec by `finish()` once anything has used it. */
   private readonly normGrad: Tensor;
   private normGradUsed = false;
+  /** feature_acts as lists, when a sparse step built them (`compressFeatures`). */
+  featureLists?: SparseActs;
 
   constructor(
     readonly cfg: StepConfig,
@@ -107,6 +110,15 @@ export class TrainStep {
 
   get x(): Tensor {
     return this.input.x;
+  }
+
+  /**
+   * The step's feature activations as row and latent lists (`compressSelection`), remembered so
+   * the trainer counts firing latents from them instead of reading the dense matrix again.
+   */
+  compressFeatures(featureActs: Tensor, capacity?: number): SparseActs {
+    this.featureLists = compressSelection(featureActs, capacity);
+    return this.featureLists;
   }
 
   /**

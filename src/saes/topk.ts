@@ -7,7 +7,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "../kernels/elementwise.ts";
 import { reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, MAX_TERMS, sparseDecode } from "../kernels/sparse.ts";
+import { MAX_TERMS, sparseDecode } from "../kernels/sparse.ts";
 import { topkPerRow } from "../kernels/topk.ts";
 import { type AuxKInputs, denseAuxK, sparseAuxK } from "./auxk.ts";
 import type { Architecture, InferenceSae } from "./architecture.ts";
@@ -131,7 +131,7 @@ function sparseTopKFamily(
 ): Tensor {
   const gpu = featureActs.gpu;
   const wDec = step.params.W_dec;
-  const acts = compressSelection(featureActs, hooks.capacity);
+  const acts = step.compressFeatures(featureActs, hooks.capacity);
   const saeOut = step.decodeOutput(sparseDecode(acts, wDec, { norms }));
   const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
   const dBEnc = gpu.zeros([cfg.d_sae]);

@@ -15,6 +15,8 @@ export interface StepResult {
   losses: Record<string, Tensor>;
   total: Tensor;
   grads: Record<string, Tensor>;
+  /** Offsets of feature_acts's latent lists when the step built them (firing counts). */
+  latentOffsets?: Tensor;
 }
 
 export class TrainingSae<C extends StepConfig = StepConfig> {
@@ -74,7 +76,13 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
         ...this.arch.trainForward(step, this.cfg, this.state),
       };
       step.finish();
-      return { outputs, losses: step.losses, total: step.totalLoss(), grads: step.grads };
+      return {
+        outputs,
+        losses: step.losses,
+        total: step.totalLoss(),
+        grads: step.grads,
+        latentOffsets: step.featureLists?.byLatent.offsets,
+      };
     });
   }
 

@@ -120,6 +120,7 @@ export class Trainer {
         this.counters,
         this.cfg.dead_feature_window,
         reset,
+        result.latentOffsets,
       );
       const clip = this.sae.clip(result.grads);
       if (metrics) {
