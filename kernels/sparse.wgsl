@@ -162,6 +162,19 @@ fn compress_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
 }
 
+// latent_sums: out[j] = the sum of latent j's entry values in row order, i.e. the column sum of
+// the dense matrix walked in row order: skipping its zeros leaves every rounding the same.
+@compute @workgroup_size(64)
+fn latent_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let j = flat_id(wid, nwg, lid, 64u);
+  if (j >= p.d_sae) { return; }
+  var acc = 0.0;
+  let end = min(offsets[j + 1u], p.capacity);
+  for (var e = offsets[j]; e < end; e++) { acc += entry_value[e]; }
+  dense_out[j] = acc;
+}
+
 // One workgroup per (row, slice of 256 vec4 of d_in). Entries are sorted by latent, so a prefix
 // width stops the walk early. Rows of d_in are read as vec4 (the sparse path needs d_in % 4 == 0).
 @compute @workgroup_size(256)

@@ -6,8 +6,10 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import type { Tensor } from "../src/gpu/tensor.ts";
+import { reduceCols } from "../src/kernels/reduce.ts";
 import {
   compressSelection,
+  latentSums,
   type SparseActs,
   sparseBackward,
   sparseDecode,
@@ -166,6 +168,24 @@ Deno.test(
     const byLatent = referenceLists(dense, rows, dSae, "latents");
     await checkLists(gpu, acts.byRow, byRow, capacity, "overflow byRow");
     await checkLists(gpu, acts.byLatent, byLatent, capacity, "overflow byLatent");
+  },
+);
+
+Deno.test(
+  "latentSums: column sums from the latent lists, bit for bit reduceCols",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    for (
+      const [rows, dSae, density, seed] of [[300, 1000, 0.1, 21], [7, 13, 0.5, 22], [2, 5, 0, 23]]
+    ) {
+      const dense = gpu.upload(sparseMatrix(rows, dSae, seed, density), [rows, dSae]);
+      const [got, want] = await gpu.readMany([
+        latentSums(compressSelection(dense)),
+        reduceCols(dense),
+      ]);
+      assertEqualArrays(got, want, `${rows}x${dSae} column sums`);
+    }
   },
 );
 

@@ -177,6 +177,20 @@ export function compressSelection(
   return acts;
 }
 
+/** Column sums of the selection ([d_sae]) from its latent lists; equal to `reduceCols` bit for bit. */
+export function latentSums(acts: SparseActs): Tensor {
+  const gpu = acts.byLatent.offsets.gpu;
+  const out = gpu.empty([acts.dSae]);
+  const { offsets, value } = acts.byLatent;
+  gpu.dispatch(
+    gpu.kernel("sparse", wgsl("sparse"), "latent_sums"),
+    bindingsOf({ offsets, value, denseOut: out }),
+    grid1d(acts.dSae * 4), // 64 invocations per workgroup, grid1d counts 256
+    uniforms({ dSae: acts.dSae, capacity: acts.capacity }),
+  );
+  return out;
+}
+
 /** acts · W_dec over the row lists ([rows, d_in], no bias), latents below `width` only. */
 export function sparseDecode(
   acts: SparseActs,

@@ -2,7 +2,7 @@
 import { binary, unary } from "../kernels/elementwise.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../kernels/lp_norm.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { sparseDecode } from "../kernels/sparse.ts";
+import { latentSums, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
 import type { StepConfig, TrainStep } from "./step.ts";
@@ -29,11 +29,12 @@ function lpPenalty(step: TrainStep, featureActs: Tensor, p: number, scale: numbe
 
 /**
  * p = 1 with f ≥ 0 (ReLU): the penalty is scale · Σ_j ‖W_dec[j]‖ · Σ_b f_bj, so one column sum
- * gives the loss and the decoder-norm gradient, and dL/df = scale · ‖W_dec[j]‖ wherever f > 0:
- * one value per latent ([d_sae]) for the sparse step to read at its entries.
+ * (from the latent lists) gives the loss and the decoder-norm gradient, and dL/df =
+ * scale · ‖W_dec[j]‖ wherever f > 0: one value per latent ([d_sae]) for the sparse step to read
+ * at its entries.
  */
-function l1PerLatent(step: TrainStep, featureActs: Tensor, scale: number): Tensor {
-  const colSums = reduceCols(featureActs);
+function l1PerLatent(step: TrainStep, acts: SparseActs, scale: number): Tensor {
+  const colSums = latentSums(acts);
   const weighted = binary("mul", colSums, step.decoderRowNorms);
   step.losses.l1_loss = unary("affine", reduceAll(weighted.view([1, weighted.size])), {
     alpha: scale,
@@ -62,7 +63,7 @@ export const standard: Architecture<StandardConfig> = {
 
     // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p); its gradient w.r.t. f, per element.
     const dL1 = acts && cfg.lp_norm === 1
-      ? l1PerLatent(step, featureActs, step.input.coefficients.l1 / batch)
+      ? l1PerLatent(step, acts, step.input.coefficients.l1 / batch)
       : lpPenalty(step, featureActs, cfg.lp_norm, step.input.coefficients.l1 / batch);
 
     if (acts) {
