@@ -16,19 +16,49 @@ struct Params {
 // scaling them in place first).
 @group(0) @binding(5) var<storage, read> clip: array<f32>;
 
+// vec4 views of the same bindings: main4 updates four elements per invocation (n % 4 == 0),
+// about twice as fast on llvmpipe. Both entry points share `adam_update`, so every element gets
+// the same f32 arithmetic either way.
+@group(0) @binding(1) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> exp_avg4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> exp_avg_sq4: array<vec4<f32>>;
+
 override CLIP: bool = false;
+
+struct Updated { param: vec4<f32>, m: vec4<f32>, v: vec4<f32> }
+
+fn adam_update(param_in: vec4<f32>, grad_in: vec4<f32>, m_in: vec4<f32>, v_in: vec4<f32>) -> Updated {
+  var g = grad_in;
+  if (CLIP) { g = g * clip[1]; }
+  let m = m_in * p.beta1 + p.one_minus_beta1 * g;
+  let v = v_in * p.beta2 + p.one_minus_beta2 * g * g;
+  let denom = sqrt(v) / p.bc2_sqrt + p.eps;
+  return Updated(param_in - p.step_size * (m / denom), m, v);
+}
+
+fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+  return (wid.y * nwg.x + wid.x) * 256u + lid;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+  let i = flat_index(wid, nwg, lid);
   if (i >= p.n) { return; }
-  var g = grad[i];
-  if (CLIP) { g = g * clip[1]; }
-  let m = exp_avg[i] * p.beta1 + p.one_minus_beta1 * g;
-  let v = exp_avg_sq[i] * p.beta2 + p.one_minus_beta2 * g * g;
-  exp_avg[i] = m;
-  exp_avg_sq[i] = v;
-  let denom = sqrt(v) / p.bc2_sqrt + p.eps;
-  param[i] = param[i] - p.step_size * (m / denom);
+  let u = adam_update(vec4(param[i]), vec4(grad[i]), vec4(exp_avg[i]), vec4(exp_avg_sq[i]));
+  exp_avg[i] = u.m.x;
+  exp_avg_sq[i] = u.v.x;
+  param[i] = u.param.x;
+}
+
+@compute @workgroup_size(256)
+fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= p.n / 4u) { return; }
+  let u = adam_update(param4[i], grad4[i], exp_avg4[i], exp_avg_sq4[i]);
+  exp_avg4[i] = u.m;
+  exp_avg_sq4[i] = u.v;
+  param4[i] = u.param;
 }

@@ -6,32 +6,39 @@ import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const f = Math.fround;
 
-Deno.test("Adam matches torch's single-tensor update over three steps", gpuTest, async () => {
-  const gpu = await testGpu();
-  const [beta1, beta2, eps] = [0.9, 0.999, 1e-8];
-  const n = 1000;
-  const p0 = randomArray(n, 1);
-  const param = gpu.upload(p0);
-  const adam = new Adam({ w: param }, { beta1, beta2 });
-  const ref = { p: Float64Array.from(p0), m: new Float64Array(n), v: new Float64Array(n) };
-  for (let t = 1; t <= 3; t++) {
-    const g = randomArray(n, 10 + t);
-    const lr = 1e-3 * t;
-    adam.update({ w: gpu.upload(g) }, lr);
-    const stepSize = lr / (1 - beta1 ** t), bc2 = Math.sqrt(1 - beta2 ** t);
-    for (let i = 0; i < n; i++) {
-      ref.m[i] = f(f(ref.m[i] * f(beta1)) + f(f(1 - beta1) * g[i]));
-      ref.v[i] = f(f(ref.v[i] * f(beta2)) + f(f(f(1 - beta2) * g[i]) * g[i]));
-      const denom = f(f(Math.sqrt(ref.v[i]) / f(bc2)) + f(eps));
-      ref.p[i] = f(ref.p[i] - f(f(stepSize) * f(ref.m[i] / denom)));
+Deno.test(
+  "Adam matches torch's single-tensor update over three steps (vec4 and scalar kernels)",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const [beta1, beta2, eps] = [0.9, 0.999, 1e-8];
+    // 1000 values take the four-per-invocation kernel, 1001 the scalar one.
+    for (const n of [1000, 1001]) {
+      const p0 = randomArray(n, 1);
+      const param = gpu.upload(p0);
+      const adam = new Adam({ w: param }, { beta1, beta2 });
+      const ref = { p: Float64Array.from(p0), m: new Float64Array(n), v: new Float64Array(n) };
+      for (let t = 1; t <= 3; t++) {
+        const g = randomArray(n, 10 + t);
+        const lr = 1e-3 * t;
+        adam.update({ w: gpu.upload(g) }, lr);
+        const stepSize = lr / (1 - beta1 ** t), bc2 = Math.sqrt(1 - beta2 ** t);
+        for (let i = 0; i < n; i++) {
+          ref.m[i] = f(f(ref.m[i] * f(beta1)) + f(f(1 - beta1) * g[i]));
+          ref.v[i] = f(f(ref.v[i] * f(beta2)) + f(f(f(1 - beta2) * g[i]) * g[i]));
+          const denom = f(f(Math.sqrt(ref.v[i]) / f(bc2)) + f(eps));
+          ref.p[i] = f(ref.p[i] - f(f(stepSize) * f(ref.m[i] / denom)));
+        }
+      }
+      const what = `n ${n}`;
+      assertClose(await param.read(), ref.p, { rtol: 1e-6, atol: 1e-9, what: `param ${what}` });
+      assertClose(await adam.expAvg.w.read(), ref.m, { rtol: 1e-6, atol: 0, what: `m ${what}` });
+      // 1 − β₂ must be f32(0.001), not f32(1 − f32(0.999)) (1.3e-5 off, which moves long runs).
+      assertClose(await adam.expAvgSq.w.read(), ref.v, { rtol: 1e-6, atol: 0, what: `v ${what}` });
+      assert.equal(adam.step, 3);
     }
-  }
-  assertClose(await param.read(), ref.p, { rtol: 1e-6, atol: 1e-9, what: "param" });
-  assertClose(await adam.expAvg.w.read(), ref.m, { rtol: 1e-6, atol: 0, what: "exp_avg" });
-  // 1 − β₂ must be f32(0.001), not f32(1 − f32(0.999)) (1.3e-5 off, which moves long runs).
-  assertClose(await adam.expAvgSq.w.read(), ref.v, { rtol: 1e-6, atol: 0, what: "exp_avg_sq" });
-  assert.equal(adam.step, 3);
-});
+  },
+);
 
 Deno.test(
   "global grad-norm clipping scales every gradient by min(1, max/(norm+1e-6))",

@@ -68,7 +68,9 @@ export class Adam {
     const bc2Sqrt = Math.sqrt(1 - beta2 ** this.step);
     for (const [name, p] of Object.entries(this.params)) {
       const gpu = p.gpu;
-      const kernel = gpu.kernel("adam", wgsl("adam"), "main", { CLIP: clip ? 1 : 0 });
+      const vec4 = p.size % 4 === 0;
+      const entry = vec4 ? "main4" : "main";
+      const kernel = gpu.kernel("adam", wgsl("adam"), entry, { CLIP: clip ? 1 : 0 });
       const tensors = [p, grads[name], this.expAvg[name], this.expAvgSq[name]];
       const f32s = [beta1, beta2, stepSize, bc2Sqrt, eps, 1 - beta1, 1 - beta2, 0, 0, 0];
       // Parameters over one binding are updated in aligned chunks.
@@ -77,7 +79,7 @@ export class Adam {
           kernel,
           // Without clipping the (unread) coefficient binding takes the gradient chunk.
           [...tensors.map((t) => bind(t, c)), clip ?? bind(grads[name], c)],
-          grid1d(c.count),
+          grid1d(vec4 ? c.count / 4 : c.count),
           params([c.count, 0], f32s),
         );
       }
