@@ -9,7 +9,7 @@
 //   block of C in registers. On Mesa's llvmpipe, storage-buffer loads inside a loop cost a scalar
 //   loop over SIMD lanes each, while texel fetches are gathered: textures are several times faster
 //   (see PLATFORM.md). Loops over constant ranges are slow there too, so the register block is
-//   written out by `unrollWgsl` (src/kernels/matmul.ts): a line ending in `// unroll i<ROWS j<COLS4`
+//   written out by `unrollWgsl` (src/kernels/source.ts): a line ending in `// unroll i<ROWS j<COLS4`
 //   is repeated for every i and j (first variable outermost) with `{i}` and `{j}` replaced.
 
 override TRANS_A: bool = false;

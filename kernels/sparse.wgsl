@@ -175,24 +175,32 @@ fn latent_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   dense_out[j] = acc;
 }
 
-// One workgroup per (row, slice of 256 vec4 of d_in). Entries are sorted by latent, so a prefix
-// width stops the walk early. Rows of d_in are read as vec4 (the sparse path needs d_in % 4 == 0).
-@compute @workgroup_size(256)
+// Each invocation decodes SPAN vec4 columns of one row, `stride` apart: per entry it issues SPAN
+// independent loads of the decoder row, which llvmpipe (one lane at a time for storage loads)
+// overlaps; one column per invocation was twice as slow. Entries are sorted by latent, so a
+// prefix width stops the walk early. Rows of d_in are read as vec4 (d_in % 4 == 0).
+const SPAN = 8u;
+
+@compute @workgroup_size(64)
 fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let r = wid.y;
   let d_in4 = p.d_in / 4u;
-  let i = wid.x * 256u + lid;
-  if (i >= d_in4) { return; }
-  var acc = vec4<f32>();
+  let stride = (d_in4 + SPAN - 1u) / SPAN;
+  let i = wid.x * 64u + lid;
+  if (i >= stride) { return; }
+  // Columns past the row read its last one (valid memory) and are not stored.
+  let col_{m} = min(i + {m}u * stride, d_in4 - 1u);  // unroll m<SPAN
+  var acc_{m} = vec4<f32>();  // unroll m<SPAN
   let end = min(offsets[r + 1u], p.capacity);
   for (var e = offsets[r]; e < end; e++) {
     let j = entry_index[e];
     if (j >= p.width) { break; }
     var coefficient = entry_value[e];
     if (RESCALE) { coefficient = coefficient / norms[j]; }
-    acc += coefficient * w_dec4[j * d_in4 + i];
+    let row = j * d_in4;
+    acc_{m} += coefficient * w_dec4[row + col_{m}];  // unroll m<SPAN
   }
-  out4[r * d_in4 + i] = acc;
+  if (i + {m}u * stride < d_in4) { out4[r * d_in4 + i + {m}u * stride] = acc_{m}; }  // unroll m<SPAN
 }
 
 // Workgroup counts for entry_grads (64 entries each) from the number of entries, so the dispatch

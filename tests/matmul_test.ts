@@ -1,4 +1,5 @@
-import { matmul, type MatmulInternals, matmulWith, unrollWgsl } from "../src/kernels/matmul.ts";
+import { matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.ts";
+import { unrollWgsl } from "../src/kernels/source.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Plain-TypeScript reference: f32 rounding after every multiply and add, k ascending. */

@@ -217,9 +217,11 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const cases: [number, number, number][] = [
-      // rows, d_sae, d_in (the kernels read d_in as vec4 in slices of 256 vec4: 1028 takes two)
+      // rows, d_sae, d_in (read as vec4: 1028 spans two of latent_backward's 256-vec4 slices;
+      // decode's invocations take 8 vec4 each, 64 to a workgroup: 2312 needs two workgroups)
       [1, 1, 4],
       [4, 30, 1028],
+      [3, 20, 2312],
       [9, 40, 300],
       [64, 1000, 300],
       [16, 200, 64],

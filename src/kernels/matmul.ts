@@ -66,7 +66,7 @@ export function matmulWith(
   const path = internals.path ?? (useTiled(M, N, K) ? "tiled" : "simple");
   const fitsOneBinding = Math.max(a.size, b.size, c.size) * 4 <= maxBinding;
   if (path === "simple" && fitsOneBinding) {
-    const kernel = gpu.kernel("matmul", matmulSource(), "simple", {
+    const kernel = gpu.kernel("matmul", wgsl("matmul"), "simple", {
       TRANS_A: transA ? 1 : 0,
       TRANS_B: transB ? 1 : 0,
       ACCUMULATE: accumulate ? 1 : 0,
@@ -139,10 +139,10 @@ function tiledMatmul(
     const even = Math.ceil(Math.ceil(p.M / blocks) / TILE) * TILE;
     mBlock = even <= mBlock ? even : mBlock;
   }
-  const pack = gpu.kernel("matmul", matmulSource(), "pack");
+  const pack = gpu.kernel("matmul", wgsl("matmul"), "pack");
   // Accumulation is a uniform, not an override: each variant of this kernel is another long
   // compile.
-  const tiled = gpu.kernel("matmul", matmulSource(), "tiled");
+  const tiled = gpu.kernel("matmul", wgsl("matmul"), "tiled");
   for (let k0 = 0; k0 < p.K; k0 += kChunk) {
     const kc = Math.min(kChunk, p.K - k0);
     const accumulate = p.accumulate || k0 > 0;
@@ -303,41 +303,4 @@ function record(
   const bindings: Binding[] = [];
   for (const e of entries) bindings[e.binding - 1] = e.resource as Binding;
   gpu.dispatch(kernel, bindings, workgroups, uniforms);
-}
-
-let expanded: string | undefined;
-
-/** kernels/matmul.wgsl with its `// unroll` lines written out. */
-function matmulSource(): string {
-  expanded ??= unrollWgsl(wgsl("matmul"));
-  return expanded;
-}
-
-/**
- * Expands lines ending in `// unroll i<ROWS j<4 ...`: the line is repeated for every combination
- * (first variable outermost) with `{i}`, `{j}` replaced. Bounds are numbers or `const` names
- * declared in the same source.
- */
-export function unrollWgsl(source: string): string {
-  const constants = new Map<string, number>();
-  for (const [, name, value] of source.matchAll(/^const (\w+) = (\d+)u?;/gm)) {
-    constants.set(name, Number(value));
-  }
-  const bound = (text: string): number => {
-    const value = /^\d+$/.test(text) ? Number(text) : constants.get(text);
-    if (value === undefined) throw new Error(`unrollWgsl: unknown bound ${text}`);
-    return value;
-  };
-  return source.split("\n").flatMap((line) => {
-    const match = line.match(/^(.*?)\s*\/\/ unroll ((?:\w+<\w+\s*)+)$/);
-    if (!match) return [line];
-    let lines = [match[1]];
-    for (const loop of match[2].trim().split(/\s+/)) {
-      const [name, limit] = loop.split("<");
-      lines = lines.flatMap((text) =>
-        Array.from({ length: bound(limit) }, (_, v) => text.replaceAll(`{${name}}`, String(v)))
-      );
-    }
-    return lines;
-  }).join("\n");
 }

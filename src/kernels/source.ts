@@ -1,11 +1,13 @@
 /** Loads WGSL kernel sources from the top-level `kernels/` folder (read once per process). */
 const cache = new Map<string, string>();
 
-/** The text of `kernels/<name>.wgsl`. */
+/** The text of `kernels/<name>.wgsl`, with its `// unroll` lines written out (`unrollWgsl`). */
 export function wgsl(name: string): string {
   let code = cache.get(name);
   if (code === undefined) {
-    code = Deno.readTextFileSync(new URL(`../../kernels/${name}.wgsl`, import.meta.url));
+    code = unrollWgsl(
+      Deno.readTextFileSync(new URL(`../../kernels/${name}.wgsl`, import.meta.url)),
+    );
     cache.set(name, code);
   }
   return code;
@@ -22,4 +24,33 @@ export function params(u32s: readonly number[], f32s: readonly number[] = []): A
 /** Workgroups needed to cover `n` items with `size` per group. */
 export function groups(n: number, size: number): number {
   return Math.ceil(n / size);
+}
+
+/**
+ * Expands lines ending in `// unroll i<ROWS j<4 ...`: the line is repeated for every combination
+ * (first variable outermost) with `{i}`, `{j}` replaced. Bounds are numbers or `const` names
+ * declared in the same source.
+ */
+export function unrollWgsl(source: string): string {
+  const constants = new Map<string, number>();
+  for (const [, name, value] of source.matchAll(/^const (\w+) = (\d+)u?;/gm)) {
+    constants.set(name, Number(value));
+  }
+  const bound = (text: string): number => {
+    const value = /^\d+$/.test(text) ? Number(text) : constants.get(text);
+    if (value === undefined) throw new Error(`unrollWgsl: unknown bound ${text}`);
+    return value;
+  };
+  return source.split("\n").flatMap((line) => {
+    const match = line.match(/^(.*?)\s*\/\/ unroll ((?:\w+<\w+\s*)+)$/);
+    if (!match) return [line];
+    let lines = [match[1]];
+    for (const loop of match[2].trim().split(/\s+/)) {
+      const [name, limit] = loop.split("<");
+      lines = lines.flatMap((text) =>
+        Array.from({ length: bound(limit) }, (_, v) => text.replaceAll(`{${name}}`, String(v)))
+      );
+    }
+    return lines;
+  }).join("\n");
 }

@@ -63,6 +63,9 @@ function bindingsOf(named: Record<string, Tensor>): (Tensor | undefined)[] {
   return BINDINGS.map((name) => named[name]);
 }
 
+/** vec4 columns each decode invocation takes (SPAN in sparse.wgsl). */
+const DECODE_SPAN = 8;
+
 /** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
 export const MAX_TERMS = 8;
 
@@ -205,7 +208,7 @@ export function sparseDecode(
   gpu.dispatch(
     kernel,
     [undefined, undefined, offsets, index, value, undefined, wDec, options.norms ?? wDec, out],
-    [groups(dIn / 4, 256), acts.rows],
+    [groups(Math.ceil(dIn / 4 / DECODE_SPAN), 64), acts.rows],
     uniforms({ dIn, width: options.width ?? acts.dSae, capacity: acts.capacity }),
   );
   return out;
