@@ -275,43 +275,60 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   }
 }
 
-// One workgroup per (latent j, slice of 256 vec4 of d_in): the W_dec row and W_enc column
+// One workgroup per (latent j, 64 invocations), each invocation LATENT_SPAN vec4 columns of d_in
+// `stride` apart (independent loads in flight, as in decode): the W_dec row and W_enc column
 // gradients of j's entries, plus b_enc and decoder-norm sums. Gradients accumulate (+=) into
 // zero-initialised tensors, so several calls (main and auxiliary selections) add up.
-@compute @workgroup_size(256)
+const LATENT_SPAN = 4u;
+
+fn add_latent_grads(j: u32, column: u32, dec: vec4<f32>, enc: vec4<f32>) {
+  let d_in4 = p.d_in / 4u;
+  dw_dec4[j * d_in4 + column] += dec;
+  let at = 4u * column * p.d_sae + j;
+  dw_enc[at] += enc.x;
+  dw_enc[at + p.d_sae] += enc.y;
+  dw_enc[at + 2u * p.d_sae] += enc.z;
+  dw_enc[at + 3u * p.d_sae] += enc.w;
+}
+
+@compute @workgroup_size(64)
 fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
   let d_in4 = p.d_in / 4u;
-  let slices = (d_in4 + 255u) / 256u;
+  let stride = (d_in4 + LATENT_SPAN - 1u) / LATENT_SPAN;
+  let slices = (stride + 63u) / 64u;
   let id = wid.y * nwg.x + wid.x;
   let j = id / slices;
-  let i = (id % slices) * 256u + lid;
-  if (j >= p.d_sae || i >= d_in4) { return; }
-  var acc_dec = vec4<f32>();
-  var acc_enc = vec4<f32>();
-  var d_norm = 0.0;
-  var d_bias = 0.0;
+  let i = (id % slices) * 64u + lid;
+  if (j >= p.d_sae || i >= stride) { return; }
   let start = offsets[j];
   let end = min(offsets[j + 1u], p.capacity);
   // Nothing to add (most latents of the auxiliary selection): skip the scattered W_enc writes.
   if (start >= end) { return; }
+  // Columns past the row read its last one (valid memory) and are not stored.
+  let col_{m} = min(i + {m}u * stride, d_in4 - 1u);  // unroll m<LATENT_SPAN
+  var acc_dec_{m} = vec4<f32>();  // unroll m<LATENT_SPAN
+  var acc_enc_{m} = vec4<f32>();  // unroll m<LATENT_SPAN
+  var d_norm = 0.0;
+  var d_bias = 0.0;
   for (var e = start; e < end; e++) {
     let b = entry_index[e];
-    var d_out = vec4<f32>();
+    var d_out_{m} = vec4<f32>();  // unroll m<LATENT_SPAN
     for (var t = 0u; t < p.terms; t++) {
-      if (j < term_width(t)) { d_out += d_pre4[(t * p.rows + b) * d_in4 + i]; }
+      if (j < term_width(t)) {
+        let base = (t * p.rows + b) * d_in4;
+        d_out_{m} += d_pre4[base + col_{m}];  // unroll m<LATENT_SPAN
+      }
     }
-    acc_dec += entry_decoded[e] * d_out;
-    acc_enc += entry_grad[e] * sae_in4[b * d_in4 + i];
-    d_bias += entry_grad[e];
+    let decoded = entry_decoded[e];
+    let grad = entry_grad[e];
+    let in_base = b * d_in4;
+    acc_dec_{m} += decoded * d_out_{m};  // unroll m<LATENT_SPAN
+    acc_enc_{m} += grad * sae_in4[in_base + col_{m}];  // unroll m<LATENT_SPAN
+    d_bias += grad;
     if (RESCALE) { d_norm += entry_d_norm[e]; }
   }
-  dw_dec4[j * d_in4 + i] += acc_dec;
-  let column = 4u * i * p.d_sae + j;
-  dw_enc[column] += acc_enc.x;
-  dw_enc[column + p.d_sae] += acc_enc.y;
-  dw_enc[column + 2u * p.d_sae] += acc_enc.z;
-  dw_enc[column + 3u * p.d_sae] += acc_enc.w;
+  if (i + {m}u * stride < d_in4) { add_latent_grads(j, i + {m}u * stride, acc_dec_{m}, acc_enc_{m}); }  // unroll m<LATENT_SPAN
   if (i == 0u) {
     db_enc[j] += d_bias;
     d_norms[j] += d_norm;

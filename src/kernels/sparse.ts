@@ -63,8 +63,9 @@ function bindingsOf(named: Record<string, Tensor>): (Tensor | undefined)[] {
   return BINDINGS.map((name) => named[name]);
 }
 
-/** vec4 columns each decode invocation takes (SPAN in sparse.wgsl). */
+/** vec4 columns each decode / latent_backward invocation takes (SPAN, LATENT_SPAN in sparse.wgsl). */
 const DECODE_SPAN = 8;
+const LATENT_SPAN = 4;
 
 /** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
 export const MAX_TERMS = 8;
@@ -323,7 +324,8 @@ export function sparseBackward(
     dispatchArgs,
     uniforms(fields),
   );
-  const slices = groups(dIn / 4, 256);
+  // Workgroups of 64 invocations per latent, each invocation LATENT_SPAN vec4 columns.
+  const slices = groups(Math.ceil(dIn / 4 / LATENT_SPAN), 64);
   gpu.dispatch(
     gpu.kernel("sparse", code, "latent_backward", rescale),
     bound([
@@ -339,7 +341,7 @@ export function sparseBackward(
       "entryDecoded",
       "entryDNorm",
     ]),
-    grid1d(acts.dSae * slices * 256),
+    grid1d(acts.dSae * slices * 64 * 4), // grid1d counts 256 invocations per workgroup
     uniforms(fields),
   );
   for (const t of [...Object.values(entry), dispatchArgs]) t.dispose();
