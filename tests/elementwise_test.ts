@@ -187,6 +187,25 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a gated binary op runs only when the GPU-side value exceeds the limit",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const a = randomArray(40, 1), b = randomArray(8, 2);
+    const value = gpu.upload(Float32Array.of(3));
+    for (const [limit, open] of [[5, false], [2, true]] as const) {
+      const out = gpu.upload(new Float32Array(40).fill(7), [5, 8]);
+      binary("add", gpu.upload(a, [5, 8]), gpu.upload(b), "perCol", {
+        out,
+        gate: { value, limit },
+      });
+      const want = open ? a.map((x, i) => f(x + b[i % 8])) : new Float32Array(40).fill(7);
+      assertClose(await out.read(), want, { rtol: 0, atol: 0, what: `limit ${limit}` });
+    }
+  },
+);
+
 Deno.test("matVecInto adds alpha·(a·v) to beta·out, also in chunks of rows", gpuTest, async () => {
   const gpu = await testGpu();
   const [rows, cols] = [37, 1100];

@@ -2,6 +2,7 @@
 import { bind, chunks } from "../gpu/chunks.ts";
 import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { type Gate, gatedGrid } from "./gate.ts";
 import { params, wgsl } from "./source.ts";
 
 const BINARY_OPS = {
@@ -64,13 +65,18 @@ export interface ElementwiseOptions {
   out?: Tensor;
 }
 
+export interface BinaryOptions extends ElementwiseOptions {
+  /** Run only when the gate opens (the output is left unwritten otherwise). */
+  gate?: Gate;
+}
+
 /** out = op(a, b) elementwise, `b` broadcast as `bcast` says. */
 export function binary(
   op: BinaryOp,
   a: Tensor,
   b: Tensor,
   bcast: Broadcast = "full",
-  options: ElementwiseOptions = {},
+  options: BinaryOptions = {},
 ): Tensor {
   if (b.size !== expectedBSize(a, bcast)) {
     throw new GpuError(
@@ -93,7 +99,8 @@ export function binary(
     const uniforms = params([c.count, a.cols, c.first, 0], [options.alpha ?? 1, options.beta ?? 1]);
     const threads = vec4 ? c.count / 4 : c.count;
     const bindings = inPlace ? [bind(a, c), bb] : [bind(a, c), bb, bind(out, c)];
-    gpu.dispatch(kernel, bindings, grid1d(threads), uniforms);
+    const grid = grid1d(threads);
+    gpu.dispatch(kernel, bindings, options.gate ? gatedGrid(options.gate, grid) : grid, uniforms);
   }
   return out;
 }

@@ -134,7 +134,7 @@ export function topkPerRowMasked(
   kLimit: Tensor,
   gate?: Gate,
 ): Tensor {
-  const candidates = binary("maskGreaterOrNegInf", values, mask, "perCol", { alpha: 0 });
+  const candidates = binary("maskGreaterOrNegInf", values, mask, "perCol", { alpha: 0, gate });
   const out = selectRows(candidates, k, { raw: true, kLimit, gate });
   candidates.dispose();
   return out;
