@@ -108,11 +108,18 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Ap holds op(A) as [M, K/4] texels, Bp holds op(B) as [K, N/4] texels, both zero beyond K, so the
 // inner loop needs no bounds checks. Cout is a window of C; output (m, n) of this block lives at
 // c_offset + m * ldc + n of it.
-struct TiledParams { M: u32, N: u32, K4: u32, ldc: u32, c_offset: u32, accumulate: u32, alpha: f32 }
+// With has_bias, bias[bias_offset + n] is added to output column n after the product (and after
+// the accumulation), the same roundings as adding it in a separate pass: a bias epilogue for
+// the encoder's x·W_enc + b_enc that saves a pass over [batch, d_sae].
+struct TiledParams {
+  M: u32, N: u32, K4: u32, ldc: u32, c_offset: u32, accumulate: u32, has_bias: u32,
+  bias_offset: u32, alpha: f32,
+}
 @group(0) @binding(0) var<uniform> tp: TiledParams;
 @group(0) @binding(1) var Ap: texture_2d<f32>;
 @group(0) @binding(2) var Bp: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read_write> Cout: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 const ROWS = 32u;  // rows of C per invocation
 const COLS4 = 8u;  // vec4 column groups of C per invocation
@@ -121,13 +128,25 @@ const TILED_WORKGROUP = 8u;
 // One guarded scalar store per output. Each storage access becomes a loop over SIMD lanes in
 // llvmpipe, and the 1024 stores written out below are most of this kernel's compile time (~10 s
 // with these; ~14 s when this function looped over a vec4's components).
-fn store(row: u32, col: u32, v: f32) {
+fn store(row: u32, col: u32, v: f32, b: f32) {
   if (row < tp.M && col < tp.N) {
     let index = tp.c_offset + row * tp.ldc + col;
     var out = tp.alpha * v;
     if (tp.accumulate != 0u) { out = Cout[index] + out; }
+    if (tp.has_bias != 0u) { out = out + b; }
     Cout[index] = out;
   }
+}
+
+// bias for 4 output columns from `col` (zero past N or without a bias).
+fn bias4(col: u32) -> vec4<f32> {
+  var b = vec4<f32>();
+  if (tp.has_bias != 0u) {
+    for (var c = 0u; c < 4u; c++) {
+      if (col + c < tp.N) { b[c] = bias[tp.bias_offset + col + c]; }
+    }
+  }
+  return b;
 }
 
 @compute @workgroup_size(TILED_WORKGROUP, TILED_WORKGROUP)
@@ -150,8 +169,9 @@ fn tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
     acc_{i}_{j} = (((acc_{i}_{j} + a_{i}.x * b0_{j}) + a_{i}.y * b1_{j}) + a_{i}.z * b2_{j}) + a_{i}.w * b3_{j};  // unroll i<ROWS j<COLS4
   }
   let col_{j} = 4u * (col4_base + {j}u);  // unroll j<COLS4
-  store(row_base + {i}u, col_{j}, acc_{i}_{j}.x);  // unroll i<ROWS j<COLS4
-  store(row_base + {i}u, col_{j} + 1u, acc_{i}_{j}.y);  // unroll i<ROWS j<COLS4
-  store(row_base + {i}u, col_{j} + 2u, acc_{i}_{j}.z);  // unroll i<ROWS j<COLS4
-  store(row_base + {i}u, col_{j} + 3u, acc_{i}_{j}.w);  // unroll i<ROWS j<COLS4
+  let bias_{j} = bias4(col_{j});  // unroll j<COLS4
+  store(row_base + {i}u, col_{j}, acc_{i}_{j}.x, bias_{j}.x);  // unroll i<ROWS j<COLS4
+  store(row_base + {i}u, col_{j} + 1u, acc_{i}_{j}.y, bias_{j}.y);  // unroll i<ROWS j<COLS4
+  store(row_base + {i}u, col_{j} + 2u, acc_{i}_{j}.z, bias_{j}.z);  // unroll i<ROWS j<COLS4
+  store(row_base + {i}u, col_{j} + 3u, acc_{i}_{j}.w, bias_{j}.w);  // unroll i<ROWS j<COLS4
 }

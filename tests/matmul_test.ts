@@ -1,4 +1,5 @@
 import { matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.ts";
+import { binary } from "../src/kernels/elementwise.ts";
 import { unrollWgsl } from "../src/kernels/source.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
@@ -101,6 +102,28 @@ Deno.test("matmul alpha and accumulate add into the target", gpuTest, async () =
     }
   }
 });
+
+Deno.test(
+  "matmul's bias epilogue equals adding the bias in a second pass, bit for bit",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const cases: [MatmulInternals, [number, number, number]][] = [
+      [{ path: "simple" }, [9, 11, 6]],
+      [{ path: "tiled" }, [140, 150, 40]],
+      // K in chunks of 16 (the bias comes after the last) and N in blocks (offsets into bias).
+      [{ path: "tiled", maxTextureSide: 16, maxBindingBytes: 4096 }, [37, 70, 45]],
+    ];
+    for (const [internals, [M, N, K]] of cases) {
+      const a = gpu.upload(randomArray(M * K, 7), [M, K]);
+      const b = gpu.upload(randomArray(K * N, 8), [K, N]);
+      const bias = gpu.upload(randomArray(N, 9));
+      const fused = await matmulWith(a, b, { bias }, internals).read();
+      const twoPass = await binary("add", matmulWith(a, b, {}, internals), bias, "perCol").read();
+      assertClose(fused, twoPass, { rtol: 0, atol: 0, what: `${JSON.stringify(internals)}` });
+    }
+  },
+);
 
 Deno.test(
   "matmul picks the tiled path for large shapes and matches the reference",

@@ -8,6 +8,7 @@
  */
 import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { binary } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
 
 export interface MatmulOptions {
@@ -21,6 +22,8 @@ export interface MatmulOptions {
   accumulateInto?: Tensor;
   /** Write the product into this tensor (overwriting it). */
   out?: Tensor;
+  /** [N] added to every row of the product (the encoder bias); not with accumulateInto. */
+  bias?: Tensor;
 }
 
 /** Knobs for tests and benchmarks; training code never sets them. */
@@ -60,6 +63,9 @@ export function matmulWith(
   if (target && target.size !== M * N) {
     throw new GpuError(`matmul: output holds ${target.size}, need ${M}x${N}`);
   }
+  if (options.bias && (options.accumulateInto || options.bias.size !== N)) {
+    throw new GpuError(`matmul: a bias needs ${N} values and no accumulateInto`);
+  }
   const c = target ?? gpu.empty([M, N]);
   const accumulate = options.accumulateInto !== undefined;
   const maxBinding = internals.maxBindingBytes ?? gpu.limits.maxStorageBufferBindingSize;
@@ -73,8 +79,10 @@ export function matmulWith(
     });
     const workgroups = [groups(N, 32), groups(M, 32)] as const;
     gpu.dispatch(kernel, [a, b, c], workgroups, params([M, N, K], [alpha]));
+    if (options.bias) binary("add", c, options.bias, "perCol", { out: c });
   } else {
-    tiledMatmul(gpu, { a, b, c, M, N, K, transA, transB, alpha, accumulate }, {
+    const product = { a, b, c, M, N, K, transA, transB, alpha, accumulate, bias: options.bias };
+    tiledMatmul(gpu, product, {
       maxBinding,
       maxTextureSide: internals.maxTextureSide ?? gpu.limits.maxTextureDimension2D,
     });
@@ -110,6 +118,7 @@ interface Product {
   transB: boolean;
   alpha: number;
   accumulate: boolean;
+  bias?: Tensor;
 }
 
 /**
@@ -146,6 +155,8 @@ function tiledMatmul(
   for (let k0 = 0; k0 < p.K; k0 += kChunk) {
     const kc = Math.min(kChunk, p.K - k0);
     const accumulate = p.accumulate || k0 > 0;
+    // The bias goes in after the last K chunk has accumulated, as a separate add would.
+    const withBias = p.bias !== undefined && k0 + kc >= p.K;
     for (let m0 = 0; m0 < p.M; m0 += mBlock) {
       const mc = Math.min(mBlock, p.M - m0);
       const aTexture = packedTexture(gpu, "A", Math.ceil(kc / 4), mc);
@@ -178,9 +189,22 @@ function tiledMatmul(
               binding: 3,
               resource: { buffer: p.c.buffer, offset: 4 * base, size: 4 * (end - base) },
             },
+            { binding: 4, resource: { buffer: (p.bias ?? placeholder(gpu)).buffer } },
           ],
           [groups(nc, TILE), groups(mc, TILE)],
-          params([mc, nc, Math.ceil(kc / 4), p.N, first - base, accumulate ? 1 : 0], [p.alpha]),
+          params(
+            [
+              mc,
+              nc,
+              Math.ceil(kc / 4),
+              p.N,
+              first - base,
+              accumulate ? 1 : 0,
+              withBias ? 1 : 0,
+              n0,
+            ],
+            [p.alpha],
+          ),
         );
       }
     }
@@ -290,6 +314,14 @@ function textureSide(n: number, isWidth: boolean): number {
   let side = n;
   while ((side & (side - 1)) === 0 || (isWidth && side % 256 === 0)) side++;
   return side;
+}
+
+/** A 1-value tensor bound where the tiled kernel's bias is unused (every binding must be bound). */
+const placeholders = new WeakMap<Gpu, Tensor>();
+function placeholder(gpu: Gpu): Tensor {
+  let t = placeholders.get(gpu);
+  if (!t) placeholders.set(gpu, t = gpu.keep(gpu.zeros([1])));
+  return t;
 }
 
 /** Records a dispatch whose bindings are given by binding number (texture views, buffer ranges). */

@@ -141,8 +141,7 @@ export class TrainStep {
 
   /** saeIn · W + bias (W defaults to W_enc). */
   encodeLinear(bias: Tensor, weight: Tensor = this.params.W_enc): Tensor {
-    const pre = matmul(this.saeIn, weight);
-    return binary("add", pre, bias, "perCol", { out: pre });
+    return matmul(this.saeIn, weight, { bias });
   }
 
   /**
