@@ -61,7 +61,9 @@ fn apply(x: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
     // alpha * (x - y): gradient of squared error
     case 8u: { return p.alpha * (x - y); }
     // x where y > alpha, else -inf (restricts a top-k to a masked subset)
-    default: { return select(vec4<f32>(bitcast<f32>(0xff800000u)), x, y > vec4<f32>(p.alpha)); }
+    case 9u: { return select(vec4<f32>(bitcast<f32>(0xff800000u)), x, y > vec4<f32>(p.alpha)); }
+    // max(x, 0) where y > alpha, else 0
+    default: { return select(zero, max(x, zero), y > vec4<f32>(p.alpha)); }
   }
 }
 

@@ -28,6 +28,7 @@ const binaryRef: Record<BinaryOp, (x: number, y: number) => number> = {
   squaredDiff: (x, y) => f(f(x - y) * f(x - y)),
   scaledDiff: (x, y) => f(alpha * f(x - y)),
   maskGreaterOrNegInf: (x, y) => (y > alpha ? x : -Infinity),
+  reluMaskGreater: (x, y) => (y > alpha ? Math.max(x, 0) : 0),
 };
 
 const unaryRef: Record<UnaryOp, (x: number) => number> = {

@@ -22,6 +22,8 @@ const BINARY_OPS = {
   scaledDiff: 8,
   /** a where b > alpha, else -inf */
   maskGreaterOrNegInf: 9,
+  /** max(a, 0) where b > alpha, else 0 (Gated's 1[π > 0]·relu(h) in one pass) */
+  reluMaskGreater: 10,
 } as const;
 export type BinaryOp = keyof typeof BINARY_OPS;
 

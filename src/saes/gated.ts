@@ -7,7 +7,7 @@
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
+import { compressSelection, latentSums, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
 import type { StepConfig } from "./step.ts";
@@ -43,9 +43,7 @@ export const gated: Architecture<GatedConfig> = {
     const magWeight = binary("mul", params.W_enc, magScale, "perCol");
     const hiddenPre = step.encodeLinear(params.b_mag, magWeight);
     // f = 1[pi_gate > 0] · relu(h_mag)
-    const featureActs = binary("maskGreater", unary("relu", hiddenPre), piGate, "full", {
-      alpha: 0,
-    });
+    const featureActs = binary("reluMaskGreater", hiddenPre, piGate, "full", { alpha: 0 });
     const gateActs = unary("relu", piGate);
     // Sparse: both paths live on the gate-active latents; lists hold the whole batch (exact).
     const lists = step.useSparse({ reluActivations: true })
@@ -62,8 +60,13 @@ export const gated: Architecture<GatedConfig> = {
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 
     // Gate-path losses on relu(pi_gate); the aux input x − b_dec·apply_b_dec_to_input is saeIn.
+    // Σ_b,j gate_bj·‖W_dec[j]‖ = Σ_j ‖W_dec[j]‖·Σ_b gate_bj: one column sum (from the lists when
+    // sparse) gives the loss and, below, the decoder-norm gradient.
     const coeff = step.input.coefficients.l1;
-    const weighted = reduceAll(binary("mul", gateActs, step.decoderRowNorms, "perCol"));
+    const gateColSums = lists ? latentSums(lists.gate) : reduceCols(gateActs);
+    const weighted = reduceAll(
+      binary("mul", gateColSums, step.decoderRowNorms).view([1, cfg.d_sae]),
+    );
     step.losses.l1_loss = unary("affine", weighted, { alpha: coeff / batch, beta: 0 });
     const auxOut = decode(gateActs, lists?.gate);
     const dAux = step.squaredErrorLoss("auxiliary_reconstruction_loss", auxOut, step.x);
@@ -92,9 +95,7 @@ export const gated: Architecture<GatedConfig> = {
     binary("add", grads.r_mag, dR, "full", { out: grads.r_mag });
 
     // Gate path: L1 (weighted by ‖W_dec‖) plus the auxiliary reconstruction.
-    step.addDecoderNormGrad(
-      unary("affine", reduceCols(gateActs), { alpha: coeff / batch, beta: 0 }),
-    );
+    step.addDecoderNormGrad(unary("affine", gateColSums, { alpha: coeff / batch, beta: 0 }));
     if (lists) {
       const dBGate = step.x.gpu.zeros([cfg.d_sae]);
       const dPre = step.decodeOutputBackward(dAux);
