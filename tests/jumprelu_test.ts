@@ -1,6 +1,7 @@
 import {
   jumpReluBackward,
   jumpReluForward,
+  jumpReluGradientSupport,
   type JumpReluLossOptions,
 } from "../src/kernels/jumprelu.ts";
 import { assertClose, gpuTest, randomArray, rng, testGpu } from "./helpers.ts";
@@ -72,6 +73,29 @@ Deno.test("jumpReluForward keeps h where h > t (strictly), per column", gpuTest,
     assertClose(got, ref, { rtol: 0, atol: 0, what: `forward ${rows}x${cols}` });
   }
 });
+
+Deno.test(
+  "jumpReluGradientSupport marks h > t and the threshold's bandwidth window, per column",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const bandwidth = 0.5;
+    for (const [rows, cols] of [[1, 1], [7, 300], [33, 129]]) {
+      const { h, t } = inputs(rows, cols, rows + cols + 1);
+      const got = await jumpReluGradientSupport(
+        gpu.upload(h, [rows, cols]),
+        gpu.upload(t),
+        bandwidth,
+      )
+        .read();
+      const ref = h.map((x, i) => {
+        const z = f(f(x - t[i % cols]) / bandwidth);
+        return x > t[i % cols] || (z > -0.5 && z < 0.5) ? 1 : 0;
+      });
+      assertClose(got, ref, { rtol: 0, atol: 0, what: `support ${rows}x${cols}` });
+    }
+  },
+);
 
 for (const mode of ["step", "tanh"] as const) {
   for (const preAct of [null, 0.3]) {

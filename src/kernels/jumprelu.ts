@@ -54,11 +54,13 @@ function elementwise(
 ): Tensor {
   const gpu = h.gpu;
   const out = gpu.empty(h.shape);
-  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), entry);
+  // Four elements per invocation when each group of four shares a row.
+  const vec4 = h.cols % 4 === 0;
+  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), vec4 ? `${entry}4` : entry);
   const options = { bandwidth, mode: "step" as const, l0Scale: 0, tanhScale: 0, preActScale: 0 };
-  for (const c of chunks(gpu, h.size, 1, { aligned: true })) {
+  for (const c of chunks(gpu, h.size, 1, { multiple: 4, aligned: true })) {
     const bindings = [bind(h, c), threshold, undefined, undefined, bind(out, c)];
-    gpu.dispatch(kernel, bindings, grid1d(c.count), uniforms(h, c, options));
+    gpu.dispatch(kernel, bindings, grid1d(vec4 ? c.count / 4 : c.count), uniforms(h, c, options));
   }
   return out;
 }
