@@ -3,6 +3,8 @@
 // variant compiles to straight-line code. The *4 entry points handle four elements per
 // invocation (vec4 loads and stores, ~2x faster on llvmpipe); they need n and (for row/column
 // broadcasts) cols to be multiples of 4. The op table is written once, on vec4s.
+// accumulate / accumulate4 add op(a, b) into out (out += op(a, b)), the same roundings as a
+// separate add of the op's result.
 // Tensors larger than one binding are processed in chunks: n is the chunk's length and offset the
 // index of its first element in the whole tensor (row/column broadcasts index b by it).
 struct Params { n: u32, cols: u32, offset: u32, _pad: u32, alpha: f32, beta: f32 }
@@ -101,4 +103,20 @@ fn in_place4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   let i = index(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
   a_out4[i] = apply(a_out4[i], b4_at(i));
+}
+
+@compute @workgroup_size(256)
+fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  if (i >= p.n) { return; }
+  out[i] = out[i] + apply(vec4<f32>(a[i]), vec4<f32>(b_at(i))).x;
+}
+
+@compute @workgroup_size(256)
+fn accumulate4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  if (i >= p.n / 4u) { return; }
+  out4[i] = out4[i] + apply(a4[i], b4_at(i));
 }

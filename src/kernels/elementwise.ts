@@ -70,6 +70,8 @@ export interface ElementwiseOptions {
 export interface BinaryOptions extends ElementwiseOptions {
   /** Run only when the gate opens (the output is left unwritten otherwise). */
   gate?: Gate;
+  /** Add the result into `out` (out += op(a, b)) instead of overwriting it. */
+  accumulate?: boolean;
 }
 
 /** out = op(a, b) elementwise, `b` broadcast as `bcast` says. */
@@ -90,9 +92,13 @@ export function binary(
   const gpu = a.gpu;
   const out = options.out ?? gpu.empty(a.shape);
   const inPlace = out.buffer === a.buffer;
+  if (options.accumulate && (!options.out || inPlace)) {
+    throw new GpuError(`binary ${op}: accumulate needs an out tensor other than a`);
+  }
   // Four elements per invocation when every group of four shares its row.
   const vec4 = a.size % 4 === 0 && (bcast === "full" || bcast === "scalar" || a.cols % 4 === 0);
-  const entry = (inPlace ? "in_place" : "main") + (vec4 ? "4" : "");
+  const mode = options.accumulate ? "accumulate" : inPlace ? "in_place" : "main";
+  const entry = mode + (vec4 ? "4" : "");
   const constants = { OP: BINARY_OPS[op], BCAST: BROADCAST[bcast] };
   const kernel = gpu.kernel("binary", wgsl("binary"), entry, constants);
   // Tensors over one binding go in aligned chunks; `b` is chunked with them only when full-size.

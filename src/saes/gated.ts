@@ -88,9 +88,7 @@ export const gated: Architecture<GatedConfig> = {
       const dMag = binary("maskGreater", dActs, featureActs, "full", { alpha: 0 });
       step.encoderBackward(dMag, "b_mag", magWeight, dMagWeight);
     }
-    binary("add", grads.W_enc, binary("mul", dMagWeight, magScale, "perCol"), "full", {
-      out: grads.W_enc,
-    });
+    binary("mul", dMagWeight, magScale, "perCol", { out: grads.W_enc, accumulate: true });
     const dR = reduceCols(binary("mul", dMagWeight, magWeight));
     binary("add", grads.r_mag, dR, "full", { out: grads.r_mag });
 

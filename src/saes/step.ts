@@ -272,8 +272,7 @@ export class TrainStep {
   finish(): void {
     if (!this.normGradUsed) return; // nothing depended on the norms: no pass over W_dec
     const perRow = binary("div", this.normGrad, this.decoderRowNorms);
-    const contribution = binary("mul", this.params.W_dec, perRow, "perRow");
-    binary("add", this.grads.W_dec, contribution, "full", { out: this.grads.W_dec });
+    binary("mul", this.params.W_dec, perRow, "perRow", { out: this.grads.W_dec, accumulate: true });
   }
 
   /** The sum of all loss terms ([1]). */

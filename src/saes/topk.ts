@@ -99,7 +99,7 @@ function densePrefixLosses(
     const dOut = step.squaredErrorLoss(`inner_mse_loss_${width}`, out, step.x);
     const dDecoded = step.decoderBackward(decoded, dOut);
     const dPrefix = rescale ? step.divideByNormsBackward(prefixActs, dDecoded) : dDecoded;
-    binary("add", dActs, binary("mul", dPrefix, mask, "perCol"), "full", { out: dActs });
+    binary("mul", dPrefix, mask, "perCol", { out: dActs, accumulate: true });
   }
   return dActs;
 }
