@@ -96,7 +96,7 @@ function markdown(
     "",
     `- TopK-family runs hold ${
       DEAD_FRACTION * 100
-    }% of latents dead (b_enc −1000, dead_feature_window 1), as the baseline marks them, so both sides compute AuxK; latents that never fire on the repeated benchmark batch count as dead too. Standard, JumpReLU and Gated start with encoder (gate) biases that put L0 near k, the regime of a trained SAE. Kernel paths are chosen as in training (\`auto\`): the TopK family and the standard SAE at low measured L0 run sparse steps, the others dense ones.`,
+    }% of latents dead (b_enc −1000, dead_feature_window 1), as the baseline marks them, so both sides compute AuxK; latents that never fire on the repeated benchmark batch count as dead too. Standard, JumpReLU and Gated start with encoder (gate) biases that put L0 near k, the regime of a trained SAE. Kernel paths are chosen as in training (\`auto\`): the TopK family always runs the sparse step, the ReLU family (standard, JumpReLU without a pre-activation loss, Gated) while the L0 measured in warm-up is at most d_sae/32; one more warm-up step on the chosen path compiles its pipelines before timing.`,
     "",
     torchLine,
     "",
