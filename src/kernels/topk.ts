@@ -11,7 +11,7 @@ import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedGrid } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 
-const ITEMS_PER_WORKGROUP = 256 * 16;
+const ITEMS_PER_WORKGROUP = 256 * 64;
 /**
  * select_rows bounds the k-th value by the k-th of 1024 slice maxima, so k must not exceed it.
  * On shorter rows most elements pass that bound and the prefilter costs more than it saves
