@@ -1,33 +1,53 @@
 // BatchTopK's running threshold (SAELens update_topk_threshold, no grad):
 //   if any act > 0: t = (1 - lr) * t + lr * min(acts[acts > 0])
-// One workgroup: strided partial minima, then a tree in workgroup memory.
-// Activations larger than one binding come in chunks of n values; flags: bit 0 continues the
-// running minimum kept in `carry`, bit 1 marks the last chunk (the one that updates).
-struct Params { n: u32, flags: u32, lr: f32, _pad2: f32 }
+// partial_minima: each workgroup takes the minimum positive value of SPAN·256 activations into
+//   partials[partial0 + workgroup] (NONE when it has none); chunks of activations larger than one
+//   binding write their own ranges of partials.
+// update_threshold: one workgroup reduces the n partial minima and updates the threshold.
+// A minimum does not depend on the order it is taken in, so the result equals a one-pass minimum.
+struct Params { n: u32, partial0: u32, lr: f32, _pad: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> acts: array<f32>;
 @group(0) @binding(2) var<storage, read_write> threshold: array<f32>;
-@group(0) @binding(3) var<storage, read_write> carry: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 
 const WG = 256u;
+const SPAN = 64u;     // values per invocation in partial_minima
 const NONE = 3.0e38;  // above any activation: "no positive value seen"
-var<workgroup> partial: array<f32, WG>;
+var<workgroup> scratch: array<f32, WG>;
+
+// Minimum of `m` over the workgroup (every invocation must call it: it has barriers).
+fn workgroup_min(lid: u32, m: f32) -> f32 {
+  scratch[lid] = m;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { scratch[lid] = min(scratch[lid], scratch[lid + stride]); }
+    workgroupBarrier();
+  }
+  return scratch[0];
+}
+
+@compute @workgroup_size(256)
+fn partial_minima(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let start = wid.x * WG * SPAN + lid;
+  var m = NONE;
+  for (var t = 0u; t < SPAN; t++) {
+    let i = start + t * WG;
+    if (i < p.n) {
+      let v = acts[i];
+      if (v > 0.0) { m = min(m, v); }
+    }
+  }
+  let total = workgroup_min(lid, m);
+  if (lid == 0u) { partials[p.partial0 + wid.x] = total; }
+}
 
 @compute @workgroup_size(256)
 fn update_threshold(@builtin(local_invocation_index) lid: u32) {
-  var m = select(NONE, carry[0], (p.flags & 1u) != 0u);
-  for (var i = lid; i < p.n; i += WG) {
-    let v = acts[i];
-    if (v > 0.0) { m = min(m, v); }
-  }
-  partial[lid] = m;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { partial[lid] = min(partial[lid], partial[lid + stride]); }
-    workgroupBarrier();
-  }
-  if (lid == 0u && (p.flags & 2u) == 0u) { carry[0] = partial[0]; }
-  if (lid == 0u && (p.flags & 2u) != 0u && partial[0] < NONE) {
-    threshold[0] = (1.0 - p.lr) * threshold[0] + p.lr * partial[0];
+  var m = NONE;
+  for (var i = lid; i < p.n; i += WG) { m = min(m, partials[i]); }
+  let total = workgroup_min(lid, m);
+  if (lid == 0u && total < NONE) {
+    threshold[0] = (1.0 - p.lr) * threshold[0] + p.lr * total;
   }
 }

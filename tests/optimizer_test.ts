@@ -114,6 +114,16 @@ Deno.test(
       atol: 0,
       what: "no positive acts",
     });
+    // Past one workgroup's 16384 values: the smallest one sits in the third workgroup's range.
+    const many = randomArray(40000, 9, 0.5, 1);
+    many[35000] = 0.01;
+    const t2 = gpu.upload(Float32Array.of(0.3));
+    updateTopkThreshold(gpu.upload(many), t2, 0.05);
+    assertClose(await t2.read(), [0.95 * 0.3 + 0.05 * f(0.01)], {
+      rtol: 1e-6,
+      atol: 0,
+      what: "partial minima",
+    });
   },
 );
 

@@ -1,19 +1,37 @@
 /** BatchTopK threshold EMA (`kernels/batchtopk.wgsl`). */
 import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { params, wgsl } from "./source.ts";
+import { groups, params, wgsl } from "./source.ts";
 
-/** threshold ← (1−lr)·threshold + lr·min(acts > 0), in place on the GPU; unchanged if none fire. */
+/** Activations each partial_minima workgroup reduces (256 invocations · SPAN). */
+const PER_WORKGROUP = 256 * 64;
+
+/**
+ * threshold ← (1−lr)·threshold + lr·min(acts > 0), in place on the GPU; unchanged if none fire.
+ * Two stages: many workgroups take partial minima, one reduces them and updates.
+ */
 export function updateTopkThreshold(acts: Tensor, threshold: Tensor, lr: number): void {
   const gpu = acts.gpu;
-  const kernel = gpu.kernel("batchtopk", wgsl("batchtopk"), "update_threshold");
-  // Activations over one binding go in chunks, carrying the running minimum in `partial`.
+  const code = wgsl("batchtopk");
+  // Activations over one binding go in chunks, each filling its own range of partial minima.
   const parts = chunks(gpu, acts.size, 1, { aligned: true });
-  const partial = gpu.empty([1]);
+  const perPart = parts.map((c) => groups(c.count, PER_WORKGROUP));
+  const partials = gpu.empty([perPart.reduce((a, b) => a + b, 0)]);
+  let at = 0;
   parts.forEach((c, i) => {
-    const flags = (i > 0 ? 1 : 0) | (i === parts.length - 1 ? 2 : 0);
-    const uniforms = params([c.count, flags], [lr, 0]);
-    gpu.dispatch(kernel, [bind(acts, c), threshold, partial], [1], uniforms);
+    gpu.dispatch(
+      gpu.kernel("batchtopk", code, "partial_minima"),
+      [bind(acts, c), undefined, partials],
+      [perPart[i]],
+      params([c.count, at], [lr, 0]),
+    );
+    at += perPart[i];
   });
-  partial.dispose();
+  gpu.dispatch(
+    gpu.kernel("batchtopk", code, "update_threshold"),
+    [undefined, threshold, partials],
+    [1],
+    params([partials.size, 0], [lr, 0]),
+  );
+  partials.dispose();
 }
