@@ -7,17 +7,20 @@
 //   in one read of the matrix. `entry_index` holds each entry's position inside its list,
 //   `entry_owner` the list it belongs to.
 // decode: out[r] = sum over row r's entries with latent < width of entry_value / norm · W_dec[latent].
-// entry_grads: per latent-list entry (row b, latent j): sum over terms t with j < width_t of
-//   dot(d_pre_t[b], W_dec[j]), the gradient reaching the decoded activation.
+// entry_grads: per latent-list entry (row b, latent j): dot(d_pre[band(j), b], W_dec[j]), the
+//   gradient reaching the decoded activation.
 // latent_backward: per latent j and d_in slice: the W_dec row, W_enc column, b_enc and decoder-norm
 //   gradients from j's entries. Every sum runs in a fixed order, so results are deterministic.
+// Bands (Matryoshka): latents below the same decoder-term widths receive the same sum of term
+//   gradients, so d_pre holds one [rows, d_in] block per band (the host sums each band's terms),
+//   and latent j reads band(j), the first band whose upper bound exceeds j.
 struct Params {
-  widths: array<vec4<u32>, 2>,  // per decoder term: latents below it contribute (matryoshka)
+  widths: array<vec4<u32>, 2>,  // band upper bounds, ascending (one band unless matryoshka)
   lists: u32,
   len: u32,
   d_in: u32,
   d_sae: u32,
-  terms: u32,
+  terms: u32,                   // bands
   width: u32,
   rows: u32,
   capacity: u32,
@@ -59,8 +62,15 @@ override LATENT_LISTS: bool = false;
 // The reconstruction's dL/df is computed per entry (false: extra_grad holds all of it).
 override DOT: bool = true;
 
-fn term_width(t: u32) -> u32 {
-  return p.widths[t / 4u][t % 4u];
+fn band_bound(b: u32) -> u32 {
+  return p.widths[b / 4u][b % 4u];
+}
+
+// The band latent j belongs to (the last one takes anything beyond the bounds).
+fn band_of(j: u32) -> u32 {
+  var band = 0u;
+  while (band + 1u < p.terms && j >= band_bound(band)) { band++; }
+  return band;
 }
 
 fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
@@ -226,23 +236,16 @@ fn entry_dots_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
   dense_out[b * p.d_sae + j] = entry_dot(b, j);
 }
 
-// Per latent-list entry (row b, latent j, value a): g = sum over terms t with j < width_t of
-// dot(d_pre_t[b], W_dec[j]). Writes the entry's coefficients for latent_backward: the decoded
-// activation (a, or a / norm), the gradient reaching the linear pre-activation, and the
-// decoder-norm gradient (decoded = a / norm and hidden = linear_pre · norm both depend on it).
-// sum over terms t with j < width_t of dot(d_pre_t[b], W_dec[j]).
+// Per latent-list entry (row b, latent j, value a): g = dot(d_pre[band(j), b], W_dec[j]). Writes
+// the entry's coefficients for latent_backward: the decoded activation (a, or a / norm), the
+// gradient reaching the linear pre-activation, and the decoder-norm gradient (decoded = a / norm
+// and hidden = linear_pre · norm both depend on it).
 fn entry_dot(b: u32, j: u32) -> f32 {
   let d_in4 = p.d_in / 4u;
-  var g = 0.0;
-  for (var t = 0u; t < p.terms; t++) {
-    if (j < term_width(t)) {
-      let base = (t * p.rows + b) * d_in4;
-      var dot4 = vec4<f32>();
-      for (var i = 0u; i < d_in4; i++) { dot4 += d_pre4[base + i] * w_dec4[j * d_in4 + i]; }
-      g += (dot4.x + dot4.y) + (dot4.z + dot4.w);
-    }
-  }
-  return g;
+  let base = (band_of(j) * p.rows + b) * d_in4;
+  var dot4 = vec4<f32>();
+  for (var i = 0u; i < d_in4; i++) { dot4 += d_pre4[base + i] * w_dec4[j * d_in4 + i]; }
+  return (dot4.x + dot4.y) + (dot4.z + dot4.w);
 }
 
 fn extra_at(b: u32, j: u32) -> f32 {
@@ -311,19 +314,14 @@ fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   var acc_enc_{m} = vec4<f32>();  // unroll m<LATENT_SPAN
   var d_norm = 0.0;
   var d_bias = 0.0;
+  let band_rows = band_of(j) * p.rows;
   for (var e = start; e < end; e++) {
     let b = entry_index[e];
-    var d_out_{m} = vec4<f32>();  // unroll m<LATENT_SPAN
-    for (var t = 0u; t < p.terms; t++) {
-      if (j < term_width(t)) {
-        let base = (t * p.rows + b) * d_in4;
-        d_out_{m} += d_pre4[base + col_{m}];  // unroll m<LATENT_SPAN
-      }
-    }
     let decoded = entry_decoded[e];
     let grad = entry_grad[e];
+    let out_base = (band_rows + b) * d_in4;
     let in_base = b * d_in4;
-    acc_dec_{m} += decoded * d_out_{m};  // unroll m<LATENT_SPAN
+    acc_dec_{m} += decoded * d_pre4[out_base + col_{m}];  // unroll m<LATENT_SPAN
     acc_enc_{m} += grad * sae_in4[in_base + col_{m}];  // unroll m<LATENT_SPAN
     d_bias += grad;
     if (RESCALE) { d_norm += entry_d_norm[e]; }

@@ -5,7 +5,7 @@
  */
 import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { grid1d } from "./elementwise.ts";
+import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedGrid } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 
@@ -237,6 +237,42 @@ export interface SparseBackwardInputs {
   dot?: boolean;
 }
 
+/**
+ * The decoder-term gradients summed per band of latents. Latents below the same set of term
+ * widths see the same terms, so one [rows, d_in] block per distinct width (ascending) replaces
+ * one per term, and the kernels read one block per entry. Each band adds its terms in term order,
+ * as the kernels did term by term.
+ */
+function bandGradients(
+  dPre: Tensor,
+  widths: readonly number[],
+  rows: number,
+): { bands: Tensor; bounds: number[] } {
+  if (widths.length === 1) return { bands: dPre, bounds: [...widths] };
+  const gpu = dPre.gpu;
+  const size = rows * dPre.cols;
+  const bounds = [...new Set(widths)].sort((a, b) => a - b);
+  const bands = gpu.empty([bounds.length * rows, dPre.cols]);
+  const term = (t: number) => {
+    const out = gpu.empty([rows, dPre.cols]);
+    gpu.copy(dPre, out, t * size, 0, size);
+    return out;
+  };
+  bounds.forEach((bound, band) => {
+    // Latents below `bound` (and not below the band before) lie below every width >= bound.
+    const terms = widths.flatMap((w, t) => (w >= bound ? [t] : []));
+    const sum = term(terms[0]);
+    for (const t of terms.slice(1)) {
+      const next = term(t);
+      binary("add", sum, next, "full", { out: sum });
+      next.dispose();
+    }
+    gpu.copy(sum, bands, 0, band * size, size);
+    sum.dispose();
+  });
+  return { bands, bounds };
+}
+
 /** Where the latent-list backward adds its gradients (all zero-initialised by the caller). */
 export interface SparseBackwardOutputs {
   dWDec: Tensor;
@@ -259,8 +295,9 @@ export function sparseBackward(
       `sparse backward: 1..${MAX_TERMS} decoder terms, got ${inputs.widths.length}`,
     );
   }
+  const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths, acts.rows);
   const fields = {
-    widths: inputs.widths,
+    widths: bounds,
     dIn,
     dSae: acts.dSae,
     rows: acts.rows,
@@ -284,7 +321,7 @@ export function sparseBackward(
     owner,
     wDec: inputs.wDec,
     norms,
-    dPre: inputs.dPre,
+    dPre: bands,
     entryGrad: entry.grad,
     saeIn: inputs.saeIn,
     linearPre: inputs.linearPre,
@@ -345,6 +382,7 @@ export function sparseBackward(
     uniforms(fields),
   );
   for (const t of [...Object.values(entry), dispatchArgs]) t.dispose();
+  if (bands !== inputs.dPre) bands.dispose();
 }
 
 /** Indirect-dispatch arguments covering the latent lists' entries, 64 per workgroup. */
@@ -360,7 +398,8 @@ function entryDispatch(acts: SparseActs, dispatchArgs: Tensor): void {
 }
 
 /**
- * dL/df = Σ_t dot(dPre_t[b], W_dec[j]) at each entry (b, j) of `acts`, written into `out`
+ * dL/df = Σ_t dot(dPre_t[b], W_dec[j]) over the terms t with j < widths[t], at each entry (b, j)
+ * of `acts`, written into `out`
  * ([rows, d_sae], left as it is elsewhere).
  */
 export function entryDotsDense(
@@ -372,12 +411,13 @@ export function entryDotsDense(
   const dispatchArgs = gpu.empty([3], "u32");
   entryDispatch(acts, dispatchArgs);
   const { offsets, index, owner } = acts.byLatent;
+  const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths, acts.rows);
   gpu.dispatch(
     gpu.kernel("sparse", wgsl("sparse"), "entry_dots_dense"),
-    bindingsOf({ offsets, index, owner, wDec: inputs.wDec, dPre: inputs.dPre, denseOut: out }),
+    bindingsOf({ offsets, index, owner, wDec: inputs.wDec, dPre: bands, denseOut: out }),
     dispatchArgs,
     uniforms({
-      widths: inputs.widths,
+      widths: bounds,
       dIn: inputs.wDec.cols,
       dSae: acts.dSae,
       rows: acts.rows,
@@ -385,4 +425,5 @@ export function entryDotsDense(
     }),
   );
   dispatchArgs.dispose();
+  if (bands !== inputs.dPre) bands.dispose();
 }
