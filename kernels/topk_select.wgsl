@@ -29,6 +29,11 @@ fn key_of(v: f32) -> u32 {
   return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
 }
 
+// The float a key came from (key_of is a bijection).
+fn value_of(key: u32) -> f32 {
+  return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
+}
+
 @compute @workgroup_size(256)
 fn init(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x;
@@ -286,6 +291,20 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   let threshold = workgroupUniformLoad(&row_state[0]);
   let tie_prefix = row_state[4];
   let k = row_state[3];
+  if (found <= CANDIDATES) {
+    // Every kept element is a candidate and the host zeroed `out`: write just those (a third
+    // pass over the row cost about as much as the rest of the selection).
+    for (var c = lid; c < found; c += 256u) {
+      let j = candidate_index[c];
+      let key = candidate_key[c];
+      let tie_kept = !ties || ~j >= tie_prefix;
+      if (k > 0u && (key > threshold || (key == threshold && tie_kept))) {
+        let v = value_of(key);
+        out[base + j] = select(v, max(v, 0.0), RELU_OUTPUT);
+      }
+    }
+    return;
+  }
   for (var j = lid; j < p.seg_len; j += 256u) {
     let v = values[base + j];
     let key = key_of(v);

@@ -1,4 +1,4 @@
-import { topkOverBatch, topkPerRow, topkPerRowMasked } from "../src/kernels/topk.ts";
+import { topkOverBatch, topkPerRow, topkPerRowMasked, topkPerRowRaw } from "../src/kernels/topk.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Reference: sort each segment descending, keep the first k, then ReLU. */
@@ -110,6 +110,38 @@ Deno.test("ties with the k-th value keep exactly k, lowest indices first", gpuTe
     throw new Error(`kept ${keptAt.length} values, the last at ${keptAt.at(-1)}`);
   }
 });
+
+Deno.test(
+  "per-row top-k through the prefilter's candidates: ties at the k-th value, negative raw values",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // Ten equal maxima, k = 5: the tie is broken among candidates, lowest indices kept.
+    const x = randomArray(2 * 5000, 91, -1, 0.5);
+    const tiedAt = [4900, 17, 2500, 3001, 120, 4999, 640, 2048, 1000, 77];
+    for (const j of tiedAt) x[5000 + j] = 0.875;
+    const got = await topkPerRow(gpu.upload(x, [2, 5000]), 5).read();
+    const want = referenceTopK(x, 5000, 5);
+    const kept = [17, 77, 120, 640, 1000].map((j) => 5000 + j);
+    if (!kept.every((i) => got[i] === 0.875)) throw new Error("tie: wrong elements kept");
+    assertClose(got, want, { rtol: 0, atol: 0, what: "ties among candidates" });
+    // Raw (unrectified) selection of negative values: kept values come back from their keys.
+    const negative = randomArray(2 * 5000, 92, -3, -1);
+    const raw = await topkPerRowRaw(
+      gpu.upload(negative, [2, 5000]),
+      7,
+      gpu.upload(Float32Array.of(7)),
+    )
+      .read();
+    const rawWant = new Float32Array(negative.length);
+    for (let r = 0; r < 2; r++) {
+      const idx = Array.from({ length: 5000 }, (_, j) => r * 5000 + j);
+      idx.sort((a, b) => negative[b] - negative[a] || a - b);
+      for (const i of idx.slice(0, 7)) rawWant[i] = negative[i];
+    }
+    assertClose(raw, rawWant, { rtol: 0, atol: 0, what: "raw negative" });
+  },
+);
 
 Deno.test(
   "per-row top-k past the prefilter: too many candidates, k over 1024, short rows",

@@ -41,11 +41,13 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   const [rows, segLen] = [values.rows, values.cols];
   checkK(k, segLen);
   if (k === 0) return gpu.zeros(values.shape);
-  const out = gpu.empty(values.shape);
+  const prefilter = k <= PREFILTER_MAX_K && segLen >= PREFILTER_MIN_LEN;
+  // Rows whose candidates fit workgroup memory write only the kept values into zeros.
+  const out = prefilter ? gpu.zeros(values.shape) : gpu.empty(values.shape);
   const constants = {
     K_FROM_BUFFER: options.kLimit ? 1 : 0,
     RELU_OUTPUT: options.raw ? 0 : 1,
-    PREFILTER: k <= PREFILTER_MAX_K && segLen >= PREFILTER_MIN_LEN ? 1 : 0,
+    PREFILTER: prefilter ? 1 : 0,
   };
   const kernel = gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants);
   // The entry point always declares the k_limit binding; bind a placeholder when unused.
