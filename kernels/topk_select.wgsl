@@ -133,9 +133,9 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // Per-row top-k in one dispatch, one workgroup per row. A prefilter finds a lower bound for the
 // k-th value without touching the row more than once: each invocation takes the maxima of
 // CHUNKS slices of its elements, and the k-th largest of those 256·CHUNKS maxima (its top 16
-// bits) is at most the row's k-th value (k slices each hold an element at least that large). Elements at or above the
-// bound, usually a few times k, are gathered into workgroup memory and the radix passes run
-// there. When they do not fit (many equal values) the passes walk the row instead. Same keys,
+// bits) is at most the row's k-th value (k slices each hold an element at least that large).
+// Elements at or above the bound, usually a few times k, are gathered into workgroup memory and
+// the radix passes run there. When they do not fit (many equal values) the passes walk the row instead. Same keys,
 // tie-break and output as the multi-dispatch path above.
 const CHUNKS = 4u;
 const MAXIMA = 1024u;      // 256 · CHUNKS
