@@ -138,7 +138,10 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // the radix passes run there. When they do not fit (many equal values) the passes walk the row instead. Same keys,
 // tie-break and output as the multi-dispatch path above.
 const CHUNKS = 4u;
-const MAXIMA = 1024u;      // 256 · CHUNKS
+const MAXIMA = 1024u;      // 256 · CHUNKS, room for the widest workgroup
+// Invocations per row: 256, or 64 on short rows without the prefilter, where a pass over a few
+// elements per invocation costs mostly its barriers (fewer invocations, fewer SIMD groups).
+override ROW_WG: u32 = 256u;
 // The host turns the prefilter off when k > MAXIMA.
 override PREFILTER: bool = true;
 const CANDIDATES = 2048u;  // candidates kept in workgroup memory
@@ -196,18 +199,18 @@ fn tally(value_key: u32, index: u32, tie: bool, threshold: u32, prefix: u32, dig
 fn row_pass(lid: u32, base: u32, source: u32, count: u32, digit: u32, tie: bool, threshold: u32) {
   let slot = select(0u, 4u, tie);
   let prefix = workgroupUniformLoad(&row_state[slot]);
-  atomicStore(&row_hist[lid], 0u);
+  for (var b = lid; b < 256u; b += ROW_WG) { atomicStore(&row_hist[b], 0u); }
   workgroupBarrier();
   if (source == FROM_ROW) {
-    for (var i = lid; i < count; i += 256u) {
+    for (var i = lid; i < count; i += ROW_WG) {
       tally(key_of(values[base + i]), i, tie, threshold, prefix, digit);
     }
   } else if (source == FROM_CANDIDATES) {
-    for (var i = lid; i < count; i += 256u) {
+    for (var i = lid; i < count; i += ROW_WG) {
       tally(candidate_key[i], candidate_index[i], tie, threshold, prefix, digit);
     }
   } else {
-    for (var i = lid; i < count; i += 256u) { tally(maxima[i], i, tie, threshold, prefix, digit); }
+    for (var i = lid; i < count; i += ROW_WG) { tally(maxima[i], i, tie, threshold, prefix, digit); }
   }
   workgroupBarrier();
   choose_digit(lid, 24u - 8u * digit, slot);
@@ -231,7 +234,7 @@ fn radix_select(lid: u32, base: u32, source: u32, count: u32) -> bool {
   return ties;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ROW_WG)
 fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
   let row = wid.y * nwg.x + wid.x;
@@ -248,12 +251,12 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   }
   if (PREFILTER) {
     // Slice maxima (key 0, below every float's key, for empty slices).
-    let per_invocation = (p.seg_len + 255u) / 256u;
+    let per_invocation = (p.seg_len + ROW_WG - 1u) / ROW_WG;
     let per_slice = (per_invocation + CHUNKS - 1u) / CHUNKS;
     for (var c = 0u; c < CHUNKS; c++) {
       var best = 0u;
       for (var m = c * per_slice; m < min((c + 1u) * per_slice, per_invocation); m++) {
-        let j = lid + 256u * m;
+        let j = lid + ROW_WG * m;
         if (j < p.seg_len) { best = max(best, key_of(values[base + j])); }
       }
       maxima[lid * CHUNKS + c] = best;
@@ -261,10 +264,10 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     // The k-th largest maximum bounds the k-th value from below (k ≤ MAXIMA), and so do its top
     // 16 bits: two radix digits give a bound barely looser than four, at half the passes.
     for (var digit = 0u; digit < 2u; digit++) {
-      row_pass(lid, base, FROM_MAXIMA, MAXIMA, digit, false, 0u);
+      row_pass(lid, base, FROM_MAXIMA, ROW_WG * CHUNKS, digit, false, 0u);
     }
     let bound = workgroupUniformLoad(&row_state[0]);
-    for (var j = lid; j < p.seg_len; j += 256u) {
+    for (var j = lid; j < p.seg_len; j += ROW_WG) {
       let key = key_of(values[base + j]);
       if (key >= bound) {
         let at = atomicAdd(&candidate_count, 1u);
@@ -297,7 +300,7 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   if (found <= CANDIDATES) {
     // Every kept element is a candidate and the host zeroed `out`: write just those (a third
     // pass over the row cost about as much as the rest of the selection).
-    for (var c = lid; c < found; c += 256u) {
+    for (var c = lid; c < found; c += ROW_WG) {
       let j = candidate_index[c];
       let key = candidate_key[c];
       let tie_kept = !ties || ~j >= tie_prefix;
@@ -308,7 +311,7 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     return;
   }
-  for (var j = lid; j < p.seg_len; j += 256u) {
+  for (var j = lid; j < p.seg_len; j += ROW_WG) {
     let v = values[base + j];
     let key = key_of(v);
     let tie_kept = !ties || ~j >= tie_prefix;
