@@ -28,6 +28,8 @@ export interface SparseActs {
   capacity: number;
   byRow: SparseLists;
   byLatent: SparseLists;
+  /** The gate the lists were built under: they are empty unless it opened. */
+  gate?: Gate;
 }
 
 /** Storage bindings 1..24 of kernels/sparse.wgsl, by role. */
@@ -96,6 +98,11 @@ function uniforms(f: Fields): ArrayBuffer {
   ]);
 }
 
+/** `grid`, or indirect arguments that dispatch it only when `gate` opens. */
+function gatedIf(gate: Gate | undefined, grid: [number, number]): [number, number] | Tensor {
+  return gate ? gatedGrid(gate, grid) : grid;
+}
+
 /** Whether every tensor the sparse step binds fits one storage binding (else use dense). */
 export function sparseFits(maxBindingBytes: number, rows: number, dIn: number, dSae: number) {
   return 4 * Math.max(rows * dSae, dIn * dSae) <= maxBindingBytes && rows <= 65535 &&
@@ -157,7 +164,7 @@ export function compressSelection(
   const gpu = dense.gpu;
   const [rows, dSae] = dense.shape;
   const size = Math.max(1, capacity);
-  const grid = (g: [number, number]) => (gate ? gatedGrid(gate, g) : g);
+  const grid = (g: [number, number]) => gatedIf(gate, g);
   // One read of the matrix: the masks of its nonzeros by row and by latent.
   const bits = {
     rowBits: gpu.zeros([rows * Math.ceil(dSae / 32)], "u32"),
@@ -175,6 +182,7 @@ export function compressSelection(
     capacity: size,
     byRow: listsFromBits(dense, bits, size, "rows", grid, gate !== undefined),
     byLatent: listsFromBits(dense, bits, size, "latents", grid, gate !== undefined),
+    gate,
   };
   bits.rowBits.dispose();
   bits.colBits.dispose();
@@ -378,7 +386,8 @@ export function sparseBackward(
       "entryDecoded",
       "entryDNorm",
     ]),
-    grid1d(acts.dSae * slices * 64 * 4), // grid1d counts 256 invocations per workgroup
+    // Empty lists add nothing: skip the pass over every latent unless the gate opened.
+    gatedIf(acts.gate, grid1d(acts.dSae * slices * 64 * 4)), // grid1d counts 256 per workgroup
     uniforms(fields),
   );
   for (const t of [...Object.values(entry), dispatchArgs]) t.dispose();
