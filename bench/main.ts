@@ -1,9 +1,11 @@
 /**
  * `deno task bench [--quick] [--arch A,B] [--batch N] [--d-in N] [--d-sae N] [--k N]
- * [--steps N] [--json FILE] [--md FILE] [--skip-sources] [--skip-torch] [--kernels auto|always|never]`: GEMM GFLOP/s in the
- * three training layouts, train-step tokens/s per architecture next to a same-run PyTorch
- * dense-step baseline (`bench/torch_baseline.py`, when a Python with torch is present) and
- * activation-source throughput; writes a Markdown report and a JSON file.
+ * [--steps N] [--json FILE] [--md FILE] [--skip-sources] [--skip-torch]
+ * [--kernels auto|always|never] [--passes]`: GEMM GFLOP/s in the three training layouts,
+ * train-step tokens/s per architecture next to a same-run PyTorch dense-step baseline
+ * (`bench/torch_baseline.py`, when a Python with torch is present) and activation-source
+ * throughput; with `--passes`, each architecture's GPU time per kernel. Writes a Markdown report
+ * and a JSON file.
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
@@ -100,6 +102,7 @@ function markdown(
     "",
     torchLine,
     "",
+    ...kernelTables(steps),
     "## Activation sources (tiny GPT-2 fixture, blocks.1.hook_resid_post, CPU onnxruntime)",
     "",
     "| source | batch | activations/s |",
@@ -108,6 +111,34 @@ function markdown(
     "",
   ].join("\n");
 }
+
+/** With `--passes`: each architecture's kernels by GPU time per step (timestamp queries). */
+function kernelTables(steps: TrainStepResult[]): string[] {
+  if (!steps.some((s) => s.kernels)) return [];
+  return [
+    "## GPU time per kernel (`--passes`: timestamp queries around every dispatch of the timed steps)",
+    "",
+    ...steps.flatMap((s) => {
+      const kernels = s.kernels ?? [];
+      const total = kernels.reduce((a, k) => a + k.ms_per_step, 0);
+      return [
+        `### ${s.arch}: ${total.toFixed(0)} ms of GPU time per step`,
+        "",
+        "| kernel | ms/step | calls/step | share |",
+        "| --- | ---: | ---: | ---: |",
+        ...kernels.slice(0, KERNELS_SHOWN).map((k) =>
+          `| ${k.label} | ${k.ms_per_step.toFixed(1)} | ${k.calls_per_step.toFixed(1)} | ${
+            (100 * k.ms_per_step / total).toFixed(1)
+          }% |`
+        ),
+        "",
+      ];
+    }),
+  ];
+}
+
+/** Kernels listed per architecture in the `--passes` tables (the JSON has all of them). */
+const KERNELS_SHOWN = 15;
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -125,6 +156,7 @@ if (import.meta.main) {
       "skip-sources": { type: "boolean", default: false },
       "skip-torch": { type: "boolean", default: false },
       kernels: { type: "string", default: "auto" },
+      passes: { type: "boolean", default: false },
     },
   });
   const preset = values.quick ? QUICK : FULL;
@@ -150,7 +182,7 @@ if (import.meta.main) {
   }
   const trainSteps: TrainStepResult[] = [];
   for (const arch of archs) {
-    const result = await benchTrainStep(gpu, { arch, ...shape });
+    const result = await benchTrainStep(gpu, { arch, ...shape }, { passes: values.passes });
     console.error(
       `${arch}: ${Math.round(result.tokens_per_s)} tokens/s (${
         result.ms_per_step.toFixed(1)

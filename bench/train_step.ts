@@ -36,6 +36,8 @@ export interface TrainStepResult extends TrainStepShape {
   peak_buffer_bytes: number;
   /** Latents the trainer counted dead after the timed steps. */
   dead_latents: number;
+  /** GPU time per kernel over the timed steps, largest first (with `passes`). */
+  kernels?: { label: string; ms_per_step: number; calls_per_step: number }[];
   /** Mean active latents per row, measured at the last warm-up step. */
   l0: number;
 }
@@ -63,7 +65,15 @@ function saeFields(s: TrainStepShape): Record<string, unknown> {
   }
 }
 
-export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<TrainStepResult> {
+/**
+ * Times `shape.steps` training steps after warm-up. With `passes`, every dispatch of the timed
+ * steps is also timed on the GPU (timestamp queries) and the result lists per-kernel time.
+ */
+export async function benchTrainStep(
+  gpu: Gpu,
+  shape: TrainStepShape,
+  { passes = false }: { passes?: boolean } = {},
+): Promise<TrainStepResult> {
   const cfg = parseSaeConfig(saeFields(shape), "bench sae", () => {}) as unknown as StepConfig;
   const arch = getArchitecture(shape.arch);
   const trainerCfg = parseTrainerConfig({
@@ -98,10 +108,12 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
   // One more on the kernel path the measured L0 picks, so its pipelines compile before timing.
   trainer.step(x);
   await gpu.sync();
+  if (passes) gpu.startPassTiming();
   const start = performance.now();
   for (let i = 0; i < shape.steps; i++) trainer.step(x);
   await gpu.sync();
   const seconds = (performance.now() - start) / 1000;
+  const passTimes = passes ? await gpu.stopPassTiming() : undefined;
   const peak = gpu.peakBytes - before;
   const dead = (await gpu.read(trainer.counters.deadMask)).reduce((a, b) => a + b, 0);
   trainer.dispose();
@@ -121,6 +133,13 @@ export async function benchTrainStep(gpu: Gpu, shape: TrainStepShape): Promise<T
     peak_buffer_bytes: peak,
     dead_latents: dead,
     l0: warmUp[warmUp.length - 1].l0,
+    ...(passTimes && {
+      kernels: passTimes.map((t) => ({
+        label: t.label,
+        ms_per_step: t.ms / shape.steps,
+        calls_per_step: t.calls / shape.steps,
+      })),
+    }),
   };
 }
 

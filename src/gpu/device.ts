@@ -5,6 +5,7 @@
  * `flush()` submits it. Nothing is read back unless `read()` is called, so a training step is one
  * submit and no sync.
  */
+import { type PassTime, PassTiming } from "./pass_timing.ts";
 import { type DType, Tensor } from "./tensor.ts";
 
 /** Thrown when no adapter exists or the device reports an error. */
@@ -71,6 +72,8 @@ export class Gpu {
    * dense GEMMs (parity checks both).
    */
   sparseKernels: "auto" | "always" | "never" = "auto";
+  /** When set, every dispatch is timed (see `startPassTiming`). */
+  private passTiming: PassTiming | undefined;
 
   private constructor(device: GPUDevice, info: GPUAdapterInfo) {
     this.device = device;
@@ -92,8 +95,9 @@ export class Gpu {
     if (!adapter) throw new GpuError(NO_ADAPTER_HELP);
     const requiredLimits: Record<string, number> = {};
     for (const name of REQUESTED_LIMITS) requiredLimits[name] = adapter.limits[name];
+    // timestamp-query only lets `deno task bench --passes` time passes; it costs nothing unused.
     const requiredFeatures = [...adapter.features].filter((f) =>
-      f === "shader-f16"
+      f === "shader-f16" || f === "timestamp-query"
     ) as GPUFeatureName[];
     const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
     return new Gpu(device, adapter.info);
@@ -106,6 +110,22 @@ export class Gpu {
   /** Bytes one storage binding may hold (the device limit unless a test overrides it). */
   get maxBindingBytes(): number {
     return this.maxBindingOverride ?? this.limits.maxStorageBufferBindingSize;
+  }
+
+  /** Times every dispatch from now on with timestamp queries (needs `timestamp-query`). */
+  startPassTiming(): void {
+    if (!this.device.features.has("timestamp-query")) {
+      throw new GpuError("this adapter has no timestamp-query feature: passes cannot be timed");
+    }
+    this.passTiming = new PassTiming(this.device);
+  }
+
+  /** Stops timing; per-kernel GPU milliseconds since `startPassTiming`, largest first. */
+  async stopPassTiming(): Promise<PassTime[]> {
+    const timing = this.passTiming;
+    this.passTiming = undefined;
+    this.flush();
+    return timing ? await timing.read() : [];
   }
 
   /** One line naming the adapter, for reports. */
@@ -272,7 +292,10 @@ export class Gpu {
       layout: kernel.pipeline.getBindGroupLayout(0),
       entries,
     });
-    const pass = this.commandEncoder().beginComputePass({ label: kernel.label });
+    const pass = this.commandEncoder().beginComputePass({
+      label: kernel.label,
+      timestampWrites: this.passTiming?.next(kernel.label),
+    });
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
     if (workgroups instanceof Tensor) {
