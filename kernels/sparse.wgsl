@@ -6,7 +6,8 @@
 //   [rows, d_sae] matrix as row lists and latent lists, each in index order, from bit masks built
 //   in one read of the matrix. `entry_index` holds each entry's position inside its list,
 //   `entry_owner` the list it belongs to.
-// decode: out[r] = sum over row r's entries with latent < width of entry_value / norm · W_dec[latent].
+// decode: out[t, r] = sum over row r's entries with latent < widths[t] of
+//   entry_value / norm · W_dec[latent].
 // entry_grads: per latent-list entry (row b, latent j): dot(d_pre[band(j), b], W_dec[j]), the
 //   gradient reaching the decoded activation.
 // latent_backward: per latent j and d_in slice: the W_dec row, W_enc column, b_enc and decoder-norm
@@ -187,8 +188,10 @@ fn latent_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // Each invocation decodes SPAN vec4 columns of one row, `stride` apart: per entry it issues SPAN
 // independent loads of the decoder row, which llvmpipe (one lane at a time for storage loads)
-// overlaps; one column per invocation was twice as slow. Entries are sorted by latent, so a
-// prefix width stops the walk early. Rows of d_in are read as vec4 (d_in % 4 == 0).
+// overlaps; one column per invocation was twice as slow. Rows of d_in are read as vec4
+// (d_in % 4 == 0). One output block per width (band bounds, ascending; Matryoshka's prefixes and
+// the full width): entries are sorted by latent, so each width's output is the running sum when
+// the walk reaches it, the same sum a decode stopping there would give.
 const SPAN = 8u;
 
 @compute @workgroup_size(64)
@@ -202,15 +205,24 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let col_{m} = min(i + {m}u * stride, d_in4 - 1u);  // unroll m<SPAN
   var acc_{m} = vec4<f32>();  // unroll m<SPAN
   let end = min(offsets[r + 1u], p.capacity);
-  for (var e = offsets[r]; e < end; e++) {
-    let j = entry_index[e];
-    if (j >= p.width) { break; }
+  var band = 0u;
+  var e = offsets[r];
+  loop {
+    // Past the last entry the walk is beyond every width.
+    var j = 0xffffffffu;
+    if (e < end) { j = entry_index[e]; }
+    while (band < p.terms && j >= band_bound(band)) {
+      let at = (band * p.rows + r) * d_in4 + i;
+      if (i + {m}u * stride < d_in4) { out4[at + {m}u * stride] = acc_{m}; }  // unroll m<SPAN
+      band++;
+    }
+    if (band >= p.terms) { break; }
     var coefficient = entry_value[e];
     if (RESCALE) { coefficient = coefficient / norms[j]; }
     let row = j * d_in4;
     acc_{m} += coefficient * w_dec4[row + col_{m}];  // unroll m<SPAN
+    e++;
   }
-  if (i + {m}u * stride < d_in4) { out4[r * d_in4 + i + {m}u * stride] = acc_{m}; }  // unroll m<SPAN
 }
 
 // Workgroup counts for entry_grads (64 entries each) from the number of entries, so the dispatch

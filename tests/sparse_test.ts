@@ -13,6 +13,7 @@ import {
   type SparseActs,
   sparseBackward,
   sparseDecode,
+  sparseDecodePrefixes,
   type SparseLists,
 } from "../src/kernels/sparse.ts";
 import { assertClose, gpuTest, randomArray, rng, testGpu } from "./helpers.ts";
@@ -186,6 +187,25 @@ Deno.test(
       ]);
       assertEqualArrays(got, want, `${rows}x${dSae} column sums`);
     }
+  },
+);
+
+Deno.test(
+  "sparseDecodePrefixes: several widths in one walk, bit for bit the separate decodes",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const [rows, dSae, dIn] = [9, 40, 300];
+    const acts = compressSelection(gpu.upload(sparseMatrix(rows, dSae, 31, 0.3), [rows, dSae]));
+    const wDec = gpu.upload(randomArray(dSae * dIn, 32, -1, 1), [dSae, dIn]);
+    const norms = gpu.upload(randomArray(dSae, 33, 0.5, 2));
+    // The full width first, then prefixes out of order, as Matryoshka passes them.
+    const widths = [dSae, 25, 5];
+    const together = await gpu.readMany(sparseDecodePrefixes(acts, wDec, { norms, widths }));
+    const apart = await gpu.readMany(
+      widths.map((width) => sparseDecode(acts, wDec, { norms, width })),
+    );
+    widths.forEach((w, t) => assertEqualArrays(together[t], apart[t], `width ${w}`));
   },
 );
 

@@ -209,18 +209,44 @@ export function sparseDecode(
   wDec: Tensor,
   options: { norms?: Tensor; width?: number } = {},
 ): Tensor {
+  return sparseDecodePrefixes(acts, wDec, {
+    norms: options.norms,
+    widths: [options.width ?? acts.dSae],
+  })[0];
+}
+
+/**
+ * `sparseDecode` for several widths (Matryoshka's prefixes and the full width) in one walk over
+ * the row lists: the same sums as separate decodes, bit for bit. Returns one [rows, d_in] tensor
+ * per width, in the order given.
+ */
+export function sparseDecodePrefixes(
+  acts: SparseActs,
+  wDec: Tensor,
+  { norms, widths }: { norms?: Tensor; widths: readonly number[] },
+): Tensor[] {
   const gpu = wDec.gpu;
   const dIn = wDec.cols;
-  const out = gpu.empty([acts.rows, dIn]);
-  const kernel = gpu.kernel("sparse", wgsl("sparse"), "decode", { RESCALE: options.norms ? 1 : 0 });
+  const bounds = [...new Set(widths)].sort((a, b) => a - b);
+  if (bounds.length > MAX_TERMS) throw new GpuError(`sparse decode: at most ${MAX_TERMS} widths`);
+  const out = gpu.empty([bounds.length * acts.rows, dIn]);
+  const kernel = gpu.kernel("sparse", wgsl("sparse"), "decode", { RESCALE: norms ? 1 : 0 });
   const { offsets, index, value } = acts.byRow;
   gpu.dispatch(
     kernel,
-    [undefined, undefined, offsets, index, value, undefined, wDec, options.norms ?? wDec, out],
+    bindingsOf({ offsets, index, value, wDec, norms: norms ?? wDec, out }),
     [groups(Math.ceil(dIn / 4 / DECODE_SPAN), 64), acts.rows],
-    uniforms({ dIn, width: options.width ?? acts.dSae, capacity: acts.capacity }),
+    uniforms({ widths: bounds, dIn, rows: acts.rows, capacity: acts.capacity }),
   );
-  return out;
+  if (bounds.length === 1) return [out];
+  const size = acts.rows * dIn;
+  const blocks = bounds.map((_, band) => {
+    const block = gpu.empty([acts.rows, dIn]);
+    gpu.copy(out, block, band * size, 0, size);
+    return block;
+  });
+  out.dispose();
+  return widths.map((w) => blocks[bounds.indexOf(w)]);
 }
 
 /** What the latent-list backward reads. */

@@ -7,7 +7,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "../kernels/elementwise.ts";
 import { reduceCols } from "../kernels/reduce.ts";
-import { MAX_TERMS, sparseDecode } from "../kernels/sparse.ts";
+import { MAX_TERMS, sparseDecodePrefixes } from "../kernels/sparse.ts";
 import { topkPerRow } from "../kernels/topk.ts";
 import { type AuxKInputs, denseAuxK, sparseAuxK } from "./auxk.ts";
 import type { Architecture, InferenceSae } from "./architecture.ts";
@@ -132,13 +132,18 @@ function sparseTopKFamily(
   const gpu = featureActs.gpu;
   const wDec = step.params.W_dec;
   const acts = step.compressFeatures(featureActs, hooks.capacity);
-  const saeOut = step.decodeOutput(sparseDecode(acts, wDec, { norms }));
+  const prefixWidths = hooks.prefixWidths ?? [];
+  // Every decoder term (the full width, then Matryoshka's prefixes) in one walk over the lists.
+  const [product, ...prefixProducts] = sparseDecodePrefixes(acts, wDec, {
+    norms,
+    widths: [cfg.d_sae, ...prefixWidths],
+  });
+  const saeOut = step.decodeOutput(product);
   const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
   const dBEnc = gpu.zeros([cfg.d_sae]);
   sparseAuxK(step, cfg, { hiddenPre, linear, norms }, saeOut, dBEnc);
-  const prefixWidths = hooks.prefixWidths ?? [];
-  const dInner = prefixWidths.map((width) => {
-    const out = step.decodeOutput(sparseDecode(acts, wDec, { norms, width }));
+  const dInner = prefixWidths.map((width, t) => {
+    const out = step.decodeOutput(prefixProducts[t]);
     return step.squaredErrorLoss(`inner_mse_loss_${width}`, out, step.x);
   });
 
