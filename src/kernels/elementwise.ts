@@ -2,7 +2,7 @@
 import { bind, chunks } from "../gpu/chunks.ts";
 import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { type Gate, gatedGrid } from "./gate.ts";
+import { type Gate, gatedIf } from "./gate.ts";
 import { params, wgsl } from "./source.ts";
 
 const BINARY_OPS = {
@@ -108,7 +108,7 @@ export function binary(
     const threads = vec4 ? c.count / 4 : c.count;
     const bindings = inPlace ? [bind(a, c), bb] : [bind(a, c), bb, bind(out, c)];
     const grid = grid1d(threads);
-    gpu.dispatch(kernel, bindings, options.gate ? gatedGrid(options.gate, grid) : grid, uniforms);
+    gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid), uniforms);
   }
   return out;
 }

@@ -22,6 +22,14 @@ export function gatedGrid(gate: Gate, grid: readonly [number, number?]): Tensor 
   return args;
 }
 
+/** `grid` without a gate; with one, indirect arguments that dispatch it only when it opens. */
+export function gatedIf(
+  gate: Gate | undefined,
+  grid: readonly [number, number?],
+): readonly [number, number?] | Tensor {
+  return gate ? gatedGrid(gate, grid) : grid;
+}
+
 /** [1] f32: value[0] when it is at most `limit` (the gate is closed), else 0. */
 export function valueIfClosed(gate: Gate): Tensor {
   const gpu = gate.value.gpu;

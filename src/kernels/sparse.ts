@@ -6,7 +6,7 @@
 import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
-import { type Gate, gatedGrid } from "./gate.ts";
+import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
@@ -98,11 +98,6 @@ function uniforms(f: Fields): ArrayBuffer {
   ]);
 }
 
-/** `grid`, or indirect arguments that dispatch it only when `gate` opens. */
-function gatedIf(gate: Gate | undefined, grid: [number, number]): [number, number] | Tensor {
-  return gate ? gatedGrid(gate, grid) : grid;
-}
-
 /** Whether every tensor the sparse step binds fits one storage binding (else use dense). */
 export function sparseFits(maxBindingBytes: number, rows: number, dIn: number, dSae: number) {
   return 4 * Math.max(rows * dSae, dIn * dSae) <= maxBindingBytes && rows <= 65535 &&
@@ -115,8 +110,7 @@ function listsFromBits(
   bits: { rowBits: Tensor; colBits: Tensor },
   capacity: number,
   axis: "rows" | "latents",
-  grid: (g: [number, number]) => [number, number] | Tensor,
-  gated: boolean,
+  gate: Gate | undefined,
 ): SparseLists {
   const gpu = dense.gpu;
   const [rows, dSae] = dense.shape;
@@ -128,17 +122,17 @@ function listsFromBits(
   const counts = gpu.empty([lists], "u32");
   const out: SparseLists = {
     // Gated: empty lists unless the gate opens.
-    offsets: gated ? gpu.zeros([lists + 1], "u32") : gpu.empty([lists + 1], "u32"),
+    offsets: gate ? gpu.zeros([lists + 1], "u32") : gpu.empty([lists + 1], "u32"),
     index: gpu.empty([capacity], "u32"),
     value: gpu.empty([capacity]),
     owner: gpu.empty([capacity], "u32"),
   };
-  const perList = grid(grid1d(lists * 4)); // 64 invocations per workgroup, grid1d counts 256
+  const perList = gatedIf(gate, grid1d(lists * 4)); // 64 per workgroup, grid1d counts 256
   gpu.dispatch(kernel("compress_count"), bindingsOf({ counts, ...bits }), perList, fields);
   gpu.dispatch(
     kernel("compress_scan"),
     bindingsOf({ counts, offsets: out.offsets }),
-    grid([1, 1]),
+    gatedIf(gate, [1]),
     fields,
   );
   gpu.dispatch(
@@ -164,7 +158,6 @@ export function compressSelection(
   const gpu = dense.gpu;
   const [rows, dSae] = dense.shape;
   const size = Math.max(1, capacity);
-  const grid = (g: [number, number]) => gatedIf(gate, g);
   // One read of the matrix: the masks of its nonzeros by row and by latent.
   const bits = {
     rowBits: gpu.zeros([rows * Math.ceil(dSae / 32)], "u32"),
@@ -173,15 +166,15 @@ export function compressSelection(
   gpu.dispatch(
     gpu.kernel("sparse", wgsl("sparse"), "compress_bits"),
     bindingsOf({ dense, ...bits }),
-    grid(grid1d(dSae * Math.ceil(rows / 32) * 4)), // 64 invocations per workgroup, grid1d counts 256
+    gatedIf(gate, grid1d(dSae * Math.ceil(rows / 32) * 4)), // 64 per workgroup, grid1d counts 256
     uniforms({ rows, dSae }),
   );
   const acts = {
     rows,
     dSae,
     capacity: size,
-    byRow: listsFromBits(dense, bits, size, "rows", grid, gate !== undefined),
-    byLatent: listsFromBits(dense, bits, size, "latents", grid, gate !== undefined),
+    byRow: listsFromBits(dense, bits, size, "rows", gate),
+    byLatent: listsFromBits(dense, bits, size, "latents", gate),
     gate,
   };
   bits.rowBits.dispose();

@@ -8,7 +8,7 @@ import { GpuError } from "../gpu/device.ts";
 import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
-import { type Gate, gatedGrid } from "./gate.ts";
+import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 
 const ITEMS_PER_WORKGROUP = 256 * 64;
@@ -66,7 +66,7 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
     gpu.dispatch(
       kernel,
       [bind(values, c), undefined, undefined, bind(out, c), kLimit],
-      options.gate ? gatedGrid(options.gate, grid) : grid,
+      gatedIf(options.gate, grid),
       params([c.count, segLen, k, 0, c.shift, 0]),
     );
   }
