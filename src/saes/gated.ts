@@ -6,7 +6,7 @@
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
-import { reduceAll, reduceCols } from "../kernels/reduce.ts";
+import { reduceCols } from "../kernels/reduce.ts";
 import { compressSelection, latentSums, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
@@ -60,14 +60,10 @@ export const gated: Architecture<GatedConfig> = {
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 
     // Gate-path losses on relu(pi_gate); the aux input x − b_dec·apply_b_dec_to_input is saeIn.
-    // Σ_b,j gate_bj·‖W_dec[j]‖ = Σ_j ‖W_dec[j]‖·Σ_b gate_bj: one column sum (from the lists when
-    // sparse) gives the loss and, below, the decoder-norm gradient.
-    const coeff = step.input.coefficients.l1;
+    // L1 = coeff/batch · Σ_b,j gate_bj·‖W_dec[j]‖: from the gate's column sums (the lists when
+    // sparse); its gradient is coeff/batch · ‖W_dec[j]‖ at every gate-active latent.
     const gateColSums = lists ? latentSums(lists.gate) : reduceCols(gateActs);
-    const weighted = reduceAll(
-      binary("mul", gateColSums, step.decoderRowNorms).view([1, cfg.d_sae]),
-    );
-    step.losses.l1_loss = unary("affine", weighted, { alpha: coeff / batch, beta: 0 });
+    const dL1 = step.decoderWeightedL1(gateColSums, step.input.coefficients.l1 / batch);
     const auxOut = decode(gateActs, lists?.gate);
     const dAux = step.squaredErrorLoss("auxiliary_reconstruction_loss", auxOut, step.x);
 
@@ -93,22 +89,15 @@ export const gated: Architecture<GatedConfig> = {
     binary("add", grads.r_mag, dR, "full", { out: grads.r_mag });
 
     // Gate path: L1 (weighted by ‖W_dec‖) plus the auxiliary reconstruction.
-    step.addDecoderNormGrad(unary("affine", gateColSums, { alpha: coeff / batch, beta: 0 }));
     if (lists) {
       const dBGate = step.x.gpu.zeros([cfg.d_sae]);
       const dPre = step.decodeOutputBackward(dAux);
-      // The L1 gradient is coeff/batch · ‖W_dec[j]‖ at every gate-active latent.
-      const l1 = unary("affine", step.decoderRowNorms, { alpha: coeff / batch, beta: 0 });
-      const inputs = { dPre, widths: [cfg.d_sae], linearPre: piGate, extraGrad: l1 };
+      const inputs = { dPre, widths: [cfg.d_sae], linearPre: piGate, extraGrad: dL1 };
       step.sparseBackward(lists.gate, inputs, dBGate);
       step.encoderBiasBackward(dBGate, "b_gate");
     } else {
       const dGate = step.decoderBackward(gateActs, dAux);
-      binary("axpby", dGate, step.decoderRowNorms, "perCol", {
-        alpha: 1,
-        beta: coeff / batch,
-        out: dGate,
-      });
+      binary("add", dGate, dL1, "perCol", { out: dGate });
       step.encoderBackward(binary("maskGreater", dGate, piGate, "full", { alpha: 0 }), "b_gate");
     }
     return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };

@@ -2,7 +2,7 @@
 import { binary, unary } from "../kernels/elementwise.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../kernels/lp_norm.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { latentSums, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
+import { latentSums, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
 import type { StepConfig, TrainStep } from "./step.ts";
@@ -27,23 +27,6 @@ function lpPenalty(step: TrainStep, featureActs: Tensor, p: number, scale: numbe
   return binary("mul", dWeighted, step.decoderRowNorms, "perCol");
 }
 
-/**
- * p = 1 with f ≥ 0 (ReLU): the penalty is scale · Σ_j ‖W_dec[j]‖ · Σ_b f_bj, so one column sum
- * (from the latent lists) gives the loss and the decoder-norm gradient, and dL/df =
- * scale · ‖W_dec[j]‖ wherever f > 0: one value per latent ([d_sae]) for the sparse step to read
- * at its entries.
- */
-function l1PerLatent(step: TrainStep, acts: SparseActs, scale: number): Tensor {
-  const colSums = latentSums(acts);
-  const weighted = binary("mul", colSums, step.decoderRowNorms);
-  step.losses.l1_loss = unary("affine", reduceAll(weighted.view([1, weighted.size])), {
-    alpha: scale,
-    beta: 0,
-  });
-  step.addDecoderNormGrad(unary("affine", colSums, { alpha: scale, beta: 0 }));
-  return unary("affine", step.decoderRowNorms, { alpha: scale, beta: 0 });
-}
-
 export const standard: Architecture<StandardConfig> = {
   name: "standard",
   paramShapes: (cfg) => ({ ...encoderDecoderShapes(cfg), b_enc: [cfg.d_sae] }),
@@ -61,10 +44,13 @@ export const standard: Architecture<StandardConfig> = {
       : step.decode(featureActs);
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 
-    // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p); its gradient w.r.t. f, per element.
+    // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p); its gradient w.r.t. f. With p = 1 and f ≥ 0
+    // it is Σ_j ‖W_dec[j]‖ · Σ_b f_bj: the column sums (from the latent lists) give the loss and
+    // a gradient of one value per latent for the sparse step to read at its entries.
+    const scale = step.input.coefficients.l1 / batch;
     const dL1 = acts && cfg.lp_norm === 1
-      ? l1PerLatent(step, acts, step.input.coefficients.l1 / batch)
-      : lpPenalty(step, featureActs, cfg.lp_norm, step.input.coefficients.l1 / batch);
+      ? step.decoderWeightedL1(latentSums(acts), scale)
+      : lpPenalty(step, featureActs, cfg.lp_norm, scale);
 
     if (acts) {
       const dBEnc = step.x.gpu.zeros([cfg.d_sae]);

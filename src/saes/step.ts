@@ -221,6 +221,21 @@ export class TrainStep {
   }
 
   /**
+   * An L1 penalty on non-negative activations weighted by decoder norms, from their column sums
+   * ([d_sae]): l1_loss = scale · Σ_j ‖W_dec[j]‖ · colSums_j. Adds the decoder-norm gradient
+   * scale · colSums and returns dL/df = scale · ‖W_dec[j]‖, one value per latent.
+   */
+  decoderWeightedL1(colSums: Tensor, scale: number): Tensor {
+    const weighted = binary("mul", colSums, this.decoderRowNorms);
+    this.losses.l1_loss = unary("affine", reduceAll(weighted.view([1, weighted.size])), {
+      alpha: scale,
+      beta: 0,
+    });
+    this.addDecoderNormGrad(unary("affine", colSums, { alpha: scale, beta: 0 }));
+    return unary("affine", this.decoderRowNorms, { alpha: scale, beta: 0 });
+  }
+
+  /**
    * Backward through `pre = saeIn · weight + bias`: accumulates the bias gradient, the weight
    * gradient (into `weightGrad`, by default grads.W_enc) and b_dec's share through the
    * centring `saeIn = x − b_dec`.
