@@ -220,8 +220,7 @@ export function sparseDecodePrefixes(
 ): Tensor[] {
   const gpu = wDec.gpu;
   const dIn = wDec.cols;
-  const bounds = [...new Set(widths)].sort((a, b) => a - b);
-  if (bounds.length > MAX_TERMS) throw new GpuError(`sparse decode: at most ${MAX_TERMS} widths`);
+  const bounds = bandBounds(widths);
   const out = gpu.empty([bounds.length * acts.rows, dIn]);
   const kernel = gpu.kernel("sparse", wgsl("sparse"), "decode", { RESCALE: norms ? 1 : 0 });
   const { offsets, index, value } = acts.byRow;
@@ -264,6 +263,14 @@ export interface SparseBackwardInputs {
   dot?: boolean;
 }
 
+/** The distinct decoder-term widths, ascending: the upper bounds of the latent bands. */
+function bandBounds(widths: readonly number[]): number[] {
+  if (widths.length === 0 || widths.length > MAX_TERMS) {
+    throw new GpuError(`sparse kernels: 1..${MAX_TERMS} decoder terms, got ${widths.length}`);
+  }
+  return [...new Set(widths)].sort((a, b) => a - b);
+}
+
 /**
  * The decoder-term gradients summed per band of latents. Latents below the same set of term
  * widths see the same terms, so one [rows, d_in] block per distinct width (ascending) replaces
@@ -275,10 +282,10 @@ function bandGradients(
   widths: readonly number[],
   rows: number,
 ): { bands: Tensor; bounds: number[] } {
-  if (widths.length === 1) return { bands: dPre, bounds: [...widths] };
+  const bounds = bandBounds(widths);
+  if (widths.length === 1) return { bands: dPre, bounds };
   const gpu = dPre.gpu;
   const size = rows * dPre.cols;
-  const bounds = [...new Set(widths)].sort((a, b) => a - b);
   const bands = gpu.empty([bounds.length * rows, dPre.cols]);
   const term = (t: number) => {
     const out = gpu.empty([rows, dPre.cols]);
@@ -317,11 +324,6 @@ export function sparseBackward(
 ): void {
   const gpu = inputs.wDec.gpu;
   const dIn = inputs.wDec.cols;
-  if (inputs.widths.length === 0 || inputs.widths.length > MAX_TERMS) {
-    throw new GpuError(
-      `sparse backward: 1..${MAX_TERMS} decoder terms, got ${inputs.widths.length}`,
-    );
-  }
   const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths, acts.rows);
   const fields = {
     widths: bounds,
