@@ -8,6 +8,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import type { Tensor } from "../src/gpu/tensor.ts";
 import { reduceCols } from "../src/kernels/reduce.ts";
 import {
+  compressRows,
   compressSelection,
   latentSums,
   type SparseActs,
@@ -152,6 +153,21 @@ Deno.test(
           `${what} cap ${capacity} byLatent`,
         );
       }
+    }
+  },
+);
+
+Deno.test(
+  "compressRows: the row lists alone, as compressSelection builds them",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    for (const [rows, dSae, density, seed] of [[1, 300, 0.2, 41], [33, 128, 0.1, 42]]) {
+      const dense = sparseMatrix(rows, dSae, seed, density);
+      const capacity = countNonzeros(dense);
+      const lists = compressRows(gpu.upload(dense, [rows, dSae]), capacity);
+      const byRow = referenceLists(dense, rows, dSae, "rows");
+      await checkLists(gpu, lists, byRow, capacity, `${rows}x${dSae} rows only`);
     }
   },
 );

@@ -145,20 +145,10 @@ function listsFromBits(
   return out;
 }
 
-/**
- * Row and latent lists of a [rows, d_sae] matrix's nonzeros. `capacity` must bound them (top-k
- * selection keeps exactly k per segment; by default every element may be nonzero); entries past
- * it would be dropped. With a gate the lists stay empty (and `dense` unread) unless it opens.
- */
-export function compressSelection(
-  dense: Tensor,
-  capacity = dense.size,
-  gate?: Gate,
-): SparseActs {
+/** Bit masks of a [rows, d_sae] matrix's nonzeros by row and by latent, from one read of it. */
+function nonzeroBits(dense: Tensor, gate?: Gate): { rowBits: Tensor; colBits: Tensor } {
   const gpu = dense.gpu;
   const [rows, dSae] = dense.shape;
-  const size = Math.max(1, capacity);
-  // One read of the matrix: the masks of its nonzeros by row and by latent.
   const bits = {
     rowBits: gpu.zeros([rows * Math.ceil(dSae / 32)], "u32"),
     colBits: gpu.empty([dSae * Math.ceil(rows / 32)], "u32"),
@@ -169,6 +159,22 @@ export function compressSelection(
     gatedIf(gate, grid1d(dSae * Math.ceil(rows / 32) * 4)), // 64 per workgroup, grid1d counts 256
     uniforms({ rows, dSae }),
   );
+  return bits;
+}
+
+/**
+ * Row and latent lists of a [rows, d_sae] matrix's nonzeros. `capacity` must bound them (top-k
+ * selection keeps exactly k per segment; by default every element may be nonzero); entries past
+ * it would be dropped. With a gate the lists stay empty (and `dense` unread) unless it opens.
+ */
+export function compressSelection(
+  dense: Tensor,
+  capacity = dense.size,
+  gate?: Gate,
+): SparseActs {
+  const [rows, dSae] = dense.shape;
+  const size = Math.max(1, capacity);
+  const bits = nonzeroBits(dense, gate);
   const acts = {
     rows,
     dSae,
@@ -180,6 +186,15 @@ export function compressSelection(
   bits.rowBits.dispose();
   bits.colBits.dispose();
   return acts;
+}
+
+/** Just the row lists of `compressSelection`, for callers that never walk latents. */
+export function compressRows(dense: Tensor, capacity = dense.size): SparseLists {
+  const bits = nonzeroBits(dense);
+  const lists = listsFromBits(dense, bits, Math.max(1, capacity), "rows", undefined);
+  bits.rowBits.dispose();
+  bits.colBits.dispose();
+  return lists;
 }
 
 /** Column sums of the selection ([d_sae]) from its latent lists; equal to `reduceCols` bit for bit. */

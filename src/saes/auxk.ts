@@ -20,7 +20,12 @@ import {
 import { type Gate, valueIfClosed } from "../kernels/gate.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { compressSelection, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
+import {
+  compressRows,
+  compressSelection,
+  type SparseActs,
+  sparseDecode,
+} from "../kernels/sparse.ts";
 import { topkPerRowMasked, topkPerRowRaw } from "../kernels/topk.ts";
 import type { TrainStep } from "./step.ts";
 import type { TopKFamilyConfig } from "./topk.ts";
@@ -30,16 +35,18 @@ function auxK(cfg: TopKFamilyConfig): number {
   return Math.min(Math.floor(cfg.d_in / 2), cfg.d_sae);
 }
 
-/** The top k_aux raw pre-activations among dead latents per row (all zero with none dead). */
-function auxKSelection(step: TrainStep, cfg: TopKFamilyConfig, hiddenPre: Tensor): Tensor {
-  const nDead = reduceAll(step.input.deadMask);
-  return topkPerRowMasked(hiddenPre, step.input.deadMask, auxK(cfg), nDead);
-}
-
-/** Adds the AuxK loss of `recons`; returns its gradient w.r.t. the reconstruction. */
-function auxKLoss(step: TrainStep, cfg: TopKFamilyConfig, recons: Tensor, saeOut: Tensor): Tensor {
+/**
+ * Adds the AuxK loss of `recons` (nDead: [1], the dead-latent count); returns its gradient w.r.t.
+ * the reconstruction.
+ */
+function auxKLoss(
+  step: TrainStep,
+  cfg: TopKFamilyConfig,
+  recons: Tensor,
+  saeOut: Tensor,
+  nDead: Tensor,
+): Tensor {
   const kAux = Math.floor(cfg.d_in / 2);
-  const nDead = reduceAll(step.input.deadMask);
   const scale = unary("scaledMin", nDead, { alpha: 1 / kAux, beta: 1 });
   const residual = binary("sub", step.x, saeOut);
   return step.squaredErrorLoss(
@@ -59,9 +66,11 @@ export function denseAuxK(
   saeOut: Tensor,
 ): Tensor {
   const rescale = cfg.rescale_acts_by_decoder_norm;
-  const auxActs = auxKSelection(step, cfg, hiddenPre);
+  const nDead = reduceAll(step.input.deadMask);
+  // The top k_aux raw pre-activations among dead latents per row (all zero with none dead).
+  const auxActs = topkPerRowMasked(hiddenPre, step.input.deadMask, auxK(cfg), nDead);
   const { out: recons, decoded } = step.decode(auxActs, rescale);
-  const dRecons = auxKLoss(step, cfg, recons, saeOut);
+  const dRecons = auxKLoss(step, cfg, recons, saeOut, nDead);
   const dDecoded = step.decoderBackward(decoded, dRecons);
   const dAux = rescale ? step.divideByNormsBackward(auxActs, dDecoded) : dDecoded;
   return binary("maskGreater", dAux, unary("abs", auxActs), "full", { alpha: 0 });
@@ -112,7 +121,7 @@ export function sparseAuxK(
     const restProduct = sparseDecode(rest, step.params.W_dec, { norms: inputs.norms });
     product = product ? binary("add", product, restProduct) : restProduct;
   }
-  const dRecons = auxKLoss(step, cfg, step.decodeOutput(product!), saeOut);
+  const dRecons = auxKLoss(step, cfg, step.decodeOutput(product!), saeOut, nDead);
   const dPre = step.decodeOutputBackward(dRecons);
   if (dense) compactBackward(step, dense, dPre, inputs.linear, dBEnc);
   if (rest) {
@@ -155,7 +164,7 @@ function compactDead(
   nDead: Tensor,
   gate?: Gate,
 ): CompactDead {
-  const lists = compressSelection(step.input.deadMask.view([1, cfg.d_sae]), slots).byRow;
+  const lists = compressRows(step.input.deadMask.view([1, cfg.d_sae]), slots);
   const dead = { list: lists.index, total: lists.offsets, totalAt: 1, slots };
   // The same top-k as over all latents: the listed ones are every dead latent (unless the gate
   // opens, when k is 0), in latent order, so ties still go to the lowest latent index.
