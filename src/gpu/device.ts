@@ -74,6 +74,7 @@ export class Gpu {
   sparseKernels: "auto" | "always" | "never" = "auto";
   /** When set, every dispatch is timed (see `startPassTiming`). */
   private passTiming: PassTiming | undefined;
+  private unused: Tensor | undefined;
 
   private constructor(device: GPUDevice, info: GPUAdapterInfo) {
     this.device = device;
@@ -110,6 +111,14 @@ export class Gpu {
   /** Bytes one storage binding may hold (the device limit unless a test overrides it). */
   get maxBindingBytes(): number {
     return this.maxBindingOverride ?? this.limits.maxStorageBufferBindingSize;
+  }
+
+  /**
+   * A [1] tensor to bind where an entry point declares a read-only binding that this dispatch
+   * never reads (pipelines with auto layouts still need every declared binding bound).
+   */
+  get unusedBinding(): Tensor {
+    return this.unused ??= this.keep(this.zeros([1]));
   }
 
   /** Times every dispatch from now on with timestamp queries (needs `timestamp-query`). */

@@ -189,7 +189,7 @@ function tiledMatmul(
               binding: 3,
               resource: { buffer: p.c.buffer, offset: 4 * base, size: 4 * (end - base) },
             },
-            { binding: 4, resource: { buffer: (p.bias ?? placeholder(gpu)).buffer } },
+            { binding: 4, resource: { buffer: (p.bias ?? gpu.unusedBinding).buffer } },
           ],
           [groups(nc, TILE), groups(mc, TILE)],
           params(
@@ -314,14 +314,6 @@ function textureSide(n: number, isWidth: boolean): number {
   let side = n;
   while ((side & (side - 1)) === 0 || (isWidth && side % 256 === 0)) side++;
   return side;
-}
-
-/** A 1-value tensor bound where the tiled kernel's bias is unused (every binding must be bound). */
-const placeholders = new WeakMap<Gpu, Tensor>();
-function placeholder(gpu: Gpu): Tensor {
-  let t = placeholders.get(gpu);
-  if (!t) placeholders.set(gpu, t = gpu.keep(gpu.zeros([1])));
-  return t;
 }
 
 /** Records a dispatch whose bindings are given by binding number (texture views, buffer ranges). */

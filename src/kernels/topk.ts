@@ -58,8 +58,7 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
     ROW_WG: rowInvocations,
   };
   const kernel = gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants);
-  // The entry point always declares the k_limit binding; bind a placeholder when unused.
-  const kLimit = options.kLimit ?? gpu.empty([1]);
+  const kLimit = options.kLimit ?? gpu.unusedBinding;
   // Big matrices go in chunks of whole rows.
   for (const c of chunks(gpu, rows, segLen)) {
     const grid = grid1d(c.count * 256); // one workgroup per row
@@ -70,7 +69,6 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
       params([c.count, segLen, k, 0, c.shift, 0]),
     );
   }
-  if (!options.kLimit) kLimit.dispose();
   return out;
 }
 
@@ -89,11 +87,9 @@ function selectBatch(values: Tensor, count: number): Tensor {
   const state = gpu.empty([6], "u32");
   const code = wgsl("topk_select");
   const constants = { K_FROM_BUFFER: 0, RELU_OUTPUT: 1 };
-  // The init entry point always declares the k_limit binding; bind a placeholder.
-  const kLimit = gpu.empty([1]);
   gpu.dispatch(
     gpu.kernel("topk_select", code, "init", constants),
-    [undefined, hist, state, undefined, kLimit],
+    [undefined, hist, state, undefined, gpu.unusedBinding],
     [1],
     params([1, segLen, count, 0, 0, 0]),
   );
@@ -124,7 +120,6 @@ function selectBatch(values: Tensor, count: number): Tensor {
   }
   hist.dispose();
   state.dispose();
-  kLimit.dispose();
   return out;
 }
 
