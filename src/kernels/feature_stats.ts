@@ -35,7 +35,8 @@ export function updateFeatureCounters(
   if (latentOffsets) {
     gpu.dispatch(
       gpu.kernel("feature_stats", wgsl("feature_stats"), "update_from_lists"),
-      [...[undefined, actFreqScores, passesSinceFired, deadMask], ...new Array(5), latentOffsets],
+      // Bindings 2-4 are the counters, 10 the offsets (feature_stats.wgsl).
+      [undefined, actFreqScores, passesSinceFired, deadMask, ...new Array(5), latentOffsets],
       [groups(featureActs.cols, 256)],
       params([0, featureActs.cols, 0, reset ? 1 : 0, 0, 0, 0, 0], [deadFeatureWindow, 0, 0, 0]),
     );
