@@ -6,6 +6,7 @@
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, unary } from "../kernels/elementwise.ts";
+import { matmul } from "../kernels/matmul.ts";
 import { reduceCols } from "../kernels/reduce.ts";
 import { compressSelection, latentSums, type SparseActs, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
@@ -38,10 +39,15 @@ export const gated: Architecture<GatedConfig> = {
       );
     }
     const { params, grads, batch } = step;
-    const piGate = step.encodeLinear(params.b_gate);
+    // One encoder GEMM serves both paths: saeIn·(W_enc·diag(s)) = (saeIn·W_enc)·diag(s), so the
+    // magnitude pre-activation scales the gate's product per column instead of running a second
+    // GEMM over exp(r_mag)-scaled weights (SAELens's order; the two differ only in rounding).
+    const linear = matmul(step.saeIn, params.W_enc);
+    const piGate = binary("add", linear, params.b_gate, "perCol");
     const magScale = unary("exp", params.r_mag);
+    const hiddenPre = binary("mul", linear, magScale, "perCol", { out: linear });
+    binary("add", hiddenPre, params.b_mag, "perCol", { out: hiddenPre });
     const magWeight = binary("mul", params.W_enc, magScale, "perCol");
-    const hiddenPre = step.encodeLinear(params.b_mag, magWeight);
     // f = 1[pi_gate > 0] · relu(h_mag)
     const featureActs = binary("reluMaskGreater", hiddenPre, piGate, "full", { alpha: 0 });
     const gateActs = unary("relu", piGate);
