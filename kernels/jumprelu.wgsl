@@ -105,53 +105,80 @@ fn stable_tanh(x: f32) -> f32 {
   return sign(x) * (1.0 - e) / (1.0 + e);
 }
 
+// Per-column sums of the backward.
+struct ColumnSums { dt: f32, dn: f32, l0: f32, pre: f32 }
+
+// The backward at element i of column c (threshold tc, norm nc, dead flag dc): overwrites g[i]
+// with dL/dh and adds the element's terms to `sums`.
+fn backward_at(i: u32, tc: f32, nc: f32, dc: f32, sums: ptr<function, ColumnSums>) {
+  let x = h[i];
+  let on = x > tc;
+  var gv = g[i];
+  if (TANH) {
+    let f = select(0.0, x, on);
+    let th = stable_tanh(p.tanh_scale * f * nc);
+    (*sums).l0 += th;
+    let d = p.l0_scale * (1.0 - th * th) * p.tanh_scale;
+    gv += d * nc;
+    (*sums).dn += d * f;
+  } else {
+    (*sums).l0 += select(0.0, 1.0, on);
+  }
+  let z = (x - tc) / p.bandwidth;
+  if (z > -0.5 && z < 0.5) {
+    (*sums).dt += -(tc / p.bandwidth) * gv;
+    if (!TANH) { (*sums).dt += -(1.0 / p.bandwidth) * p.l0_scale; }
+  }
+  var dh = select(0.0, gv, on);
+  if (PRE_ACT) {
+    let gap = tc - x;
+    if (gap > 0.0) {
+      let w = dc * nc;
+      (*sums).pre += gap * w;
+      dh -= p.pre_scale * w;
+      (*sums).dt += p.pre_scale * w;
+      (*sums).dn += p.pre_scale * gap * dc;
+    }
+  }
+  g[i] = dh;
+}
+
+fn write_column(c: u32, tc: f32, sums: ColumnSums) {
+  d_log_t[c] += sums.dt * tc;
+  let later = p.row0 > 0u;
+  col_out[c] = sums.dn + select(0.0, col_out[c], later);
+  col_out[p.cols + c] = p.l0_scale * sums.l0 + select(0.0, col_out[p.cols + c], later);
+  col_out[2u * p.cols + c] = p.pre_scale * sums.pre + select(0.0, col_out[2u * p.cols + c], later);
+}
+
 @compute @workgroup_size(256)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = gid.x;
   if (c >= p.cols) { return; }
   let tc = t[c];
-  let nc = norms[c];
-  let dc = dead[c];
-  var dt = 0.0;
-  var dn = 0.0;
-  var l0 = 0.0;
-  var pre = 0.0;
+  var sums = ColumnSums();
   for (var r = 0u; r < p.rows; r++) {
-    let i = p.shift + r * p.cols + c;
-    let x = h[i];
-    let on = x > tc;
-    var gv = g[i];
-    if (TANH) {
-      let f = select(0.0, x, on);
-      let th = stable_tanh(p.tanh_scale * f * nc);
-      l0 += th;
-      let d = p.l0_scale * (1.0 - th * th) * p.tanh_scale;
-      gv += d * nc;
-      dn += d * f;
-    } else {
-      l0 += select(0.0, 1.0, on);
-    }
-    let z = (x - tc) / p.bandwidth;
-    if (z > -0.5 && z < 0.5) {
-      dt += -(tc / p.bandwidth) * gv;
-      if (!TANH) { dt += -(1.0 / p.bandwidth) * p.l0_scale; }
-    }
-    var dh = select(0.0, gv, on);
-    if (PRE_ACT) {
-      let gap = tc - x;
-      if (gap > 0.0) {
-        let w = dc * nc;
-        pre += gap * w;
-        dh -= p.pre_scale * w;
-        dt += p.pre_scale * w;
-        dn += p.pre_scale * gap * dc;
-      }
-    }
-    g[i] = dh;
+    backward_at(p.shift + r * p.cols + c, tc, norms[c], dead[c], &sums);
   }
-  d_log_t[c] += dt * tc;
-  let later = p.row0 > 0u;
-  col_out[c] = dn + select(0.0, col_out[c], later);
-  col_out[p.cols + c] = p.l0_scale * l0 + select(0.0, col_out[p.cols + c], later);
-  col_out[2u * p.cols + c] = p.pre_scale * pre + select(0.0, col_out[2u * p.cols + c], later);
+  write_column(c, tc, sums);
+}
+
+// backward over the rows of each column's latent list (`support_offsets` [cols + 1], rows in
+// `support_rows`), in row order: where the step's dL/df and every term of the losses can be
+// nonzero (see gradient_support; without PRE_ACT, whose terms reach every element below the
+// threshold). The dense walk adds exactly zero elsewhere, so the sums are the same bit for bit;
+// g is left untouched off the lists (zero there). Whole matrices, no chunks.
+@group(0) @binding(8) var<storage, read> support_offsets: array<u32>;
+@group(0) @binding(9) var<storage, read> support_rows: array<u32>;
+
+@compute @workgroup_size(64)
+fn backward_lists(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= p.cols) { return; }
+  let tc = t[c];
+  var sums = ColumnSums();
+  for (var e = support_offsets[c]; e < support_offsets[c + 1u]; e++) {
+    backward_at(support_rows[e] * p.cols + c, tc, norms[c], dead[c], &sums);
+  }
+  write_column(c, tc, sums);
 }

@@ -4,6 +4,7 @@ import {
   jumpReluGradientSupport,
   type JumpReluLossOptions,
 } from "../src/kernels/jumprelu.ts";
+import { compressSelection } from "../src/kernels/sparse.ts";
 import { assertClose, gpuTest, randomArray, rng, testGpu } from "./helpers.ts";
 
 const f = Math.fround;
@@ -143,4 +144,43 @@ for (const mode of ["step", "tanh"] as const) {
       },
     );
   }
+}
+
+for (const mode of ["step", "tanh"] as const) {
+  Deno.test(
+    `jumpReluBackward over the support's latent lists equals the dense walk bit for bit (${mode})`,
+    gpuTest,
+    async () => {
+      const gpu = await testGpu();
+      for (const [rows, cols] of [[1, 3], [16, 64], [37, 300]]) {
+        const data = inputs(rows, cols, rows * 17 + cols);
+        const o: JumpReluLossOptions = {
+          bandwidth: 0.2,
+          mode,
+          l0Scale: f(0.05 / rows),
+          tanhScale: 2.5,
+          preActScale: null,
+        };
+        const h = gpu.upload(data.h, [rows, cols]);
+        const t = gpu.upload(data.t);
+        const support = jumpReluGradientSupport(h, t, o.bandwidth);
+        // The sparse step's dL/df: the reconstruction's gradient on the support, zero elsewhere.
+        const supportMask = await support.read();
+        const g = data.g.map((v, i) => (supportMask[i] ? v : 0));
+        const run = async (lists: boolean) => {
+          const grad = gpu.upload(g, [rows, cols]);
+          const dLogT = gpu.upload(data.dLogT);
+          const byLatent = lists ? compressSelection(support).byLatent : undefined;
+          const norms = gpu.upload(data.norms);
+          const dead = gpu.upload(data.dead);
+          const out = jumpReluBackward(h, t, norms, dead, grad, dLogT, o, byLatent);
+          return await gpu.readMany([grad, dLogT, out.dNorms, out.l0Loss]);
+        };
+        const [dense, listed] = [await run(false), await run(true)];
+        ["dh", "dlog_t", "dnorms", "l0"].forEach((name, k) =>
+          assertClose(listed[k], dense[k], { rtol: 0, atol: 0, what: `${rows}x${cols} ${name}` })
+        );
+      }
+    },
+  );
 }

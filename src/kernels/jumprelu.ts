@@ -1,9 +1,11 @@
 /** JumpReLU SAE kernels (`kernels/jumprelu.wgsl`): the thresholded forward and fused backward. */
 import { bind, type Chunk, chunks } from "../gpu/chunks.ts";
+import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
 import { groups, params, wgsl } from "./source.ts";
+import type { SparseLists } from "./sparse.ts";
 
 /** How the sparsity and pre-activation losses are formed (SAELens JumpReLU config). */
 export interface JumpReluLossOptions {
@@ -68,6 +70,9 @@ function elementwise(
 /**
  * The JumpReLU losses and backward in one pass over the columns. `grad` holds dL/df from the
  * reconstruction and is overwritten with dL/dh; dL/dlog_threshold is added to `dLogThreshold`.
+ * With `support` (the latent lists of `jumpReluGradientSupport`; not with a pre-activation loss)
+ * each column walks only its listed rows, with the same results as the dense walk when `grad`
+ * is zero off the lists.
  */
 export function jumpReluBackward(
   h: Tensor,
@@ -77,19 +82,31 @@ export function jumpReluBackward(
   grad: Tensor,
   dLogThreshold: Tensor,
   options: JumpReluLossOptions,
+  support?: SparseLists,
 ): JumpReluBackward {
   const gpu = h.gpu;
   const cols = h.cols;
   const colOut = gpu.empty([3, cols]);
-  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "backward", {
+  const constants = {
     TANH: options.mode === "tanh" ? 1 : 0,
     PRE_ACT: options.preActScale === null ? 0 : 1,
-  });
-  // Big matrices go in chunks of whole rows; later chunks add into the per-column results.
-  for (const c of chunks(gpu, h.rows, cols)) {
-    const [hc, gc] = [bind(h, c), bind(grad, c)];
-    const bindings = [hc, threshold, decoderNorms, deadMask, gc, dLogThreshold, colOut];
-    gpu.dispatch(kernel, bindings, [groups(cols, 256)], uniforms(h, c, options));
+  };
+  const common = [threshold, decoderNorms, deadMask];
+  if (support) {
+    if (options.preActScale !== null) {
+      throw new GpuError("jumpReluBackward: the pre-activation loss needs the dense walk");
+    }
+    const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "backward_lists", constants);
+    const whole: Chunk = { first: 0, count: h.rows, unit: cols, base: 0, shift: 0, whole: true };
+    const bindings = [h, ...common, grad, dLogThreshold, colOut, support.offsets, support.index];
+    gpu.dispatch(kernel, bindings, [groups(cols, 64)], uniforms(h, whole, options));
+  } else {
+    const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "backward", constants);
+    // Big matrices go in chunks of whole rows; later chunks add into the per-column results.
+    for (const c of chunks(gpu, h.rows, cols)) {
+      const bindings = [bind(h, c), ...common, bind(grad, c), dLogThreshold, colOut];
+      gpu.dispatch(kernel, bindings, [groups(cols, 256)], uniforms(h, c, options));
+    }
   }
   const sums = reduceRows(colOut); // [Σ dn (unused), l0, pre_act]
   const dNorms = gpu.empty([cols]);

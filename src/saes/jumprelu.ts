@@ -6,7 +6,12 @@
 import type { Tensor } from "../gpu/tensor.ts";
 import { unary } from "../kernels/elementwise.ts";
 import { jumpReluBackward, jumpReluForward, jumpReluGradientSupport } from "../kernels/jumprelu.ts";
-import { compressSelection, entryDotsDense, sparseDecode } from "../kernels/sparse.ts";
+import {
+  compressSelection,
+  entryDotsDense,
+  sparseDecode,
+  type SparseLists,
+} from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
 import type { StepConfig } from "./step.ts";
@@ -47,6 +52,8 @@ export const jumprelu: Architecture<JumpReluConfig> = {
     let saeOut: Tensor;
     let grad: Tensor;
     let finishEncoder: () => void;
+    // The backward walks only these latent lists when set (they cover every nonzero term).
+    let supportRows: SparseLists | undefined;
     if (sparse) {
       // Active latents decode; dL/df is needed there and inside the threshold's window.
       const acts = step.compressFeatures(featureActs);
@@ -55,11 +62,9 @@ export const jumprelu: Architecture<JumpReluConfig> = {
       const support = jumpReluGradientSupport(hiddenPre, threshold, cfg.jumprelu_bandwidth);
       grad = step.x.gpu.zeros(hiddenPre.shape);
       const widths = [cfg.d_sae];
-      entryDotsDense(compressSelection(support), {
-        wDec: params.W_dec,
-        dPre,
-        widths,
-      }, grad);
+      const supportLists = compressSelection(support);
+      entryDotsDense(supportLists, { wDec: params.W_dec, dPre, widths }, grad);
+      supportRows = supportLists.byLatent;
       finishEncoder = () => {
         const dBEnc = step.x.gpu.zeros([cfg.d_sae]);
         // grad now holds dL/dh: the entries' whole gradient, no decoder dot left to add.
@@ -88,6 +93,7 @@ export const jumprelu: Architecture<JumpReluConfig> = {
         tanhScale: cfg.jumprelu_tanh_scale,
         preActScale: preAct === null ? null : preAct / batch,
       },
+      supportRows,
     );
     step.losses.l0_loss = l0Loss;
     if (preAct !== null) step.losses.pre_act_loss = preActLoss;
