@@ -1,8 +1,8 @@
 // JumpReLU SAE (SAELens JumpReLUTrainingSAE). h = hidden_pre [rows, cols], t = threshold [cols]
 // (= exp(log_threshold)), n = decoder row norms [cols], dead = dead-latent mask [cols] (0/1).
-// forward:  f = h where h > t (strict), else 0.
-// gradient_support: 1 where the backward reads dL/df (active, or inside the threshold's
-//   bandwidth window), else 0: the entries the sparse step computes it for.
+// forward:  f = h where h > t (strict), else 0. With SUPPORT it also writes the gradient
+//   support: 1 where the backward reads dL/df (active, or inside the threshold's bandwidth
+//   window), else 0: the entries the sparse step computes it for (one read of h for both).
 // backward: one invocation per column, walking the rows in order (coalesced, like cols_main of
 //   reduce.wgsl). Takes g = dL/df from the reconstruction and, per column, adds the sparsity
 //   loss, its gradients, and optionally the pre-activation loss, with s = tanh_scale and
@@ -38,10 +38,15 @@ struct Params {
 override TANH: bool = false;
 override PRE_ACT: bool = false;
 
-// vec4 views for forward4 / gradient_support4 (four elements per invocation when cols % 4 == 0,
-// ~2x faster on llvmpipe); the scalar entry points run the same vec4 functions on one lane.
+override SUPPORT: bool = false;
+// forward's support output (bound to a placeholder without SUPPORT).
+@group(0) @binding(7) var<storage, read_write> support_out: array<f32>;
+
+// vec4 views for forward4 (four elements per invocation when cols % 4 == 0, ~2x faster on
+// llvmpipe); the scalar entry point runs the same vec4 functions on one lane.
 @group(0) @binding(1) var<storage, read> h4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> acts4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> support_out4: array<vec4<f32>>;
 
 fn kept(x: vec4<f32>, tc: vec4<f32>) -> vec4<f32> {
   return select(vec4<f32>(0.0), x, x > tc);
@@ -67,7 +72,10 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32) {
   let i = flat(wid, nwg, lid);
   if (i >= p.n) { return; }
-  acts[i] = kept(vec4<f32>(h[i]), vec4<f32>(t[(p.offset + i) % p.cols])).x;
+  let x = vec4<f32>(h[i]);
+  let tc = vec4<f32>(t[(p.offset + i) % p.cols]);
+  acts[i] = kept(x, tc).x;
+  if (SUPPORT) { support_out[i] = support(x, tc).x; }
 }
 
 @compute @workgroup_size(256)
@@ -75,23 +83,10 @@ fn forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             @builtin(local_invocation_index) lid: u32) {
   let i = flat(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
-  acts4[i] = kept(h4[i], threshold4(i));
-}
-
-@compute @workgroup_size(256)
-fn gradient_support(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-  let i = flat(wid, nwg, lid);
-  if (i >= p.n) { return; }
-  acts[i] = support(vec4<f32>(h[i]), vec4<f32>(t[(p.offset + i) % p.cols])).x;
-}
-
-@compute @workgroup_size(256)
-fn gradient_support4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-  let i = flat(wid, nwg, lid);
-  if (i >= p.n / 4u) { return; }
-  acts4[i] = support(h4[i], threshold4(i));
+  let x = h4[i];
+  let tc = threshold4(i);
+  acts4[i] = kept(x, tc);
+  if (SUPPORT) { support_out4[i] = support(x, tc); }
 }
 
 // tanh without the overflow of (e^x - e^-x)/(e^x + e^-x) or its cancellation near 0.
@@ -165,7 +160,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // backward over the rows of each column's latent list (`support_offsets` [cols + 1], rows in
 // `support_rows`), in row order: where the step's dL/df and every term of the losses can be
-// nonzero (see gradient_support; without PRE_ACT, whose terms reach every element below the
+// nonzero (forward's SUPPORT output; without PRE_ACT, whose terms reach every element below the
 // threshold). The dense walk adds exactly zero elsewhere, so the sums are the same bit for bit;
 // g is left untouched off the lists (zero there). Whole matrices, no chunks.
 @group(0) @binding(8) var<storage, read> support_offsets: array<u32>;

@@ -1,7 +1,7 @@
 import {
   jumpReluBackward,
   jumpReluForward,
-  jumpReluGradientSupport,
+  jumpReluForwardWithSupport,
   type JumpReluLossOptions,
 } from "../src/kernels/jumprelu.ts";
 import { compressSelection } from "../src/kernels/sparse.ts";
@@ -76,24 +76,22 @@ Deno.test("jumpReluForward keeps h where h > t (strictly), per column", gpuTest,
 });
 
 Deno.test(
-  "jumpReluGradientSupport marks h > t and the threshold's bandwidth window, per column",
+  "jumpReluForwardWithSupport also marks h > t and the threshold's bandwidth window, per column",
   gpuTest,
   async () => {
     const gpu = await testGpu();
     const bandwidth = 0.5;
     for (const [rows, cols] of [[1, 1], [7, 300], [33, 129]]) {
       const { h, t } = inputs(rows, cols, rows + cols + 1);
-      const got = await jumpReluGradientSupport(
-        gpu.upload(h, [rows, cols]),
-        gpu.upload(t),
-        bandwidth,
-      )
-        .read();
+      const out = jumpReluForwardWithSupport(gpu.upload(h, [rows, cols]), gpu.upload(t), bandwidth);
+      const [acts, support] = await gpu.readMany([out.acts, out.support]);
       const ref = h.map((x, i) => {
         const z = f(f(x - t[i % cols]) / bandwidth);
         return x > t[i % cols] || (z > -0.5 && z < 0.5) ? 1 : 0;
       });
-      assertClose(got, ref, { rtol: 0, atol: 0, what: `support ${rows}x${cols}` });
+      assertClose(support, ref, { rtol: 0, atol: 0, what: `support ${rows}x${cols}` });
+      const kept = h.map((x, i) => (x > t[i % cols] ? x : 0));
+      assertClose(acts, kept, { rtol: 0, atol: 0, what: `forward ${rows}x${cols}` });
     }
   },
 );
@@ -163,7 +161,7 @@ for (const mode of ["step", "tanh"] as const) {
         };
         const h = gpu.upload(data.h, [rows, cols]);
         const t = gpu.upload(data.t);
-        const support = jumpReluGradientSupport(h, t, o.bandwidth);
+        const { support } = jumpReluForwardWithSupport(h, t, o.bandwidth);
         // The sparse step's dL/df: the reconstruction's gradient on the support, zero elsewhere.
         const supportMask = await support.read();
         const g = data.g.map((v, i) => (supportMask[i] ? v : 0));

@@ -114,11 +114,12 @@ export class Gpu {
   }
 
   /**
-   * A [1] tensor to bind where an entry point declares a read-only binding that this dispatch
-   * never reads (pipelines with auto layouts still need every declared binding bound).
+   * A zero [4] tensor (16 bytes, the least a vec4 view accepts) to bind where an entry point
+   * declares a binding that this dispatch never touches (pipelines with auto layouts still need
+   * every declared binding bound).
    */
   get unusedBinding(): Tensor {
-    return this.unused ??= this.keep(this.zeros([1]));
+    return this.unused ??= this.keep(this.zeros([4]));
   }
 
   /** Times every dispatch from now on with timestamp queries (needs `timestamp-query`). */

@@ -37,42 +37,58 @@ function uniforms(h: Tensor, c: Chunk, o?: JumpReluLossOptions): ArrayBuffer {
 
 /** f = h where h > threshold (per column, strict), else 0. */
 export function jumpReluForward(h: Tensor, threshold: Tensor): Tensor {
-  return elementwise("forward", h, threshold);
+  return forward(h, threshold).acts;
 }
 
 /**
- * 1 where the backward reads dL/df: h > threshold, or h within `bandwidth`/2 of it (the
- * threshold's straight-through window); 0 elsewhere.
+ * `jumpReluForward` plus, from the same read of h, the gradient support: 1 where the backward
+ * reads dL/df (h > threshold, or h within `bandwidth`/2 of it: the threshold's straight-through
+ * window), 0 elsewhere.
  */
-export function jumpReluGradientSupport(h: Tensor, threshold: Tensor, bandwidth: number): Tensor {
-  return elementwise("gradient_support", h, threshold, bandwidth);
-}
-
-function elementwise(
-  entry: "forward" | "gradient_support",
+export function jumpReluForwardWithSupport(
   h: Tensor,
   threshold: Tensor,
-  bandwidth = 1,
-): Tensor {
+  bandwidth: number,
+): { acts: Tensor; support: Tensor } {
+  const { acts, support } = forward(h, threshold, bandwidth);
+  return { acts, support: support! };
+}
+
+function forward(h: Tensor, threshold: Tensor, supportBandwidth?: number) {
   const gpu = h.gpu;
-  const out = gpu.empty(h.shape);
+  const acts = gpu.empty(h.shape);
+  const support = supportBandwidth === undefined ? undefined : gpu.empty(h.shape);
   // Four elements per invocation when each group of four shares a row.
   const vec4 = h.cols % 4 === 0;
-  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), vec4 ? `${entry}4` : entry);
-  const options = { bandwidth, mode: "step" as const, l0Scale: 0, tanhScale: 0, preActScale: 0 };
+  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), vec4 ? "forward4" : "forward", {
+    SUPPORT: support ? 1 : 0,
+  });
+  const options = {
+    bandwidth: supportBandwidth ?? 1,
+    mode: "step" as const,
+    l0Scale: 0,
+    tanhScale: 0,
+    preActScale: 0,
+  };
   for (const c of chunks(gpu, h.size, 1, { multiple: 4, aligned: true })) {
-    const bindings = [bind(h, c), threshold, undefined, undefined, bind(out, c)];
-    gpu.dispatch(kernel, bindings, grid1d(vec4 ? c.count / 4 : c.count), uniforms(h, c, options));
+    const supportOut = support ? bind(support, c) : gpu.unusedBinding;
+    const bindings = [bind(h, c), threshold, undefined, undefined, bind(acts, c), undefined];
+    gpu.dispatch(
+      kernel,
+      [...bindings, supportOut],
+      grid1d(vec4 ? c.count / 4 : c.count),
+      uniforms(h, c, options),
+    );
   }
-  return out;
+  return { acts, support };
 }
 
 /**
  * The JumpReLU losses and backward in one pass over the columns. `grad` holds dL/df from the
  * reconstruction and is overwritten with dL/dh; dL/dlog_threshold is added to `dLogThreshold`.
- * With `support` (the latent lists of `jumpReluGradientSupport`; not with a pre-activation loss)
- * each column walks only its listed rows, with the same results as the dense walk when `grad`
- * is zero off the lists.
+ * With `support` (the latent lists of `jumpReluForwardWithSupport`'s support; not with a
+ * pre-activation loss) each column walks only its listed rows, with the same results as the
+ * dense walk when `grad` is zero off the lists.
  */
 export function jumpReluBackward(
   h: Tensor,

@@ -5,7 +5,11 @@
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import { unary } from "../kernels/elementwise.ts";
-import { jumpReluBackward, jumpReluForward, jumpReluGradientSupport } from "../kernels/jumprelu.ts";
+import {
+  jumpReluBackward,
+  jumpReluForward,
+  jumpReluForwardWithSupport,
+} from "../kernels/jumprelu.ts";
 import {
   compressSelection,
   entryDotsDense,
@@ -45,24 +49,26 @@ export const jumprelu: Architecture<JumpReluConfig> = {
     const { params, batch } = step;
     const threshold = unary("exp", params.log_threshold);
     const hiddenPre = step.encodeLinear(params.b_enc);
-    const featureActs = jumpReluForward(hiddenPre, threshold);
     const preAct = cfg.pre_act_loss_coefficient;
     // The pre-activation loss has a gradient at every latent below its threshold: dense only.
     const sparse = step.useSparse({ reluActivations: true, possible: preAct === null });
+    const forward = sparse
+      ? jumpReluForwardWithSupport(hiddenPre, threshold, cfg.jumprelu_bandwidth)
+      : { acts: jumpReluForward(hiddenPre, threshold), support: undefined };
+    const featureActs = forward.acts;
     let saeOut: Tensor;
     let grad: Tensor;
     let finishEncoder: () => void;
     // The backward walks only these latent lists when set (they cover every nonzero term).
     let supportRows: SparseLists | undefined;
-    if (sparse) {
+    if (forward.support) {
       // Active latents decode; dL/df is needed there and inside the threshold's window.
       const acts = step.compressFeatures(featureActs);
       saeOut = step.decodeOutput(sparseDecode(acts, params.W_dec));
       const dPre = step.decodeOutputBackward(step.squaredErrorLoss("mse_loss", saeOut, step.x));
-      const support = jumpReluGradientSupport(hiddenPre, threshold, cfg.jumprelu_bandwidth);
       grad = step.x.gpu.zeros(hiddenPre.shape);
       const widths = [cfg.d_sae];
-      const supportLists = compressSelection(support);
+      const supportLists = compressSelection(forward.support);
       entryDotsDense(supportLists, { wDec: params.W_dec, dPre, widths }, grad);
       supportRows = supportLists.byLatent;
       finishEncoder = () => {
