@@ -34,12 +34,14 @@ export interface TrainStepResult extends TrainStepShape {
   ms_per_step: number;
   /** Peak bytes held in GPU tensors during the run. */
   peak_buffer_bytes: number;
-  /** Latents the trainer counted dead after the timed steps. */
+  /** Latents the trainer counted dead after the timed steps (and one more). */
   dead_latents: number;
   /** GPU time per kernel over the timed steps, largest first (with `passes`). */
   kernels?: { label: string; ms_per_step: number; calls_per_step: number }[];
   /** Mean active latents per row, measured at the last warm-up step. */
   l0: number;
+  /** The same, measured at one more step after the timed ones. */
+  l0_after: number;
 }
 
 /** Architecture config fields for a benchmark at this shape. */
@@ -115,6 +117,9 @@ export async function benchTrainStep(
   const seconds = (performance.now() - start) / 1000;
   const passTimes = passes ? await gpu.stopPassTiming() : undefined;
   const peak = gpu.peakBytes - before;
+  // One logged step after timing: where L0 ended up (the ReLU family's drifts on a repeated batch).
+  trainer.step(x, { log: true });
+  const after = await trainer.readMetrics();
   const dead = (await gpu.read(trainer.counters.deadMask)).reduce((a, b) => a + b, 0);
   trainer.dispose();
   x.dispose();
@@ -133,6 +138,7 @@ export async function benchTrainStep(
     peak_buffer_bytes: peak,
     dead_latents: dead,
     l0: warmUp[warmUp.length - 1].l0,
+    l0_after: after[after.length - 1].l0,
     ...(passTimes && {
       kernels: passTimes.map((t) => ({
         label: t.label,
