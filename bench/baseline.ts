@@ -203,3 +203,15 @@ export async function torchBaseline(
     };
   }
 }
+
+/**
+ * One baseline from per-architecture runs: the first available run's description (Python,
+ * torch, BLAS, its GEMM) with every run's results; unavailable only when no run was available.
+ */
+export function mergeBaselines(runs: TorchBaseline[]): TorchBaseline {
+  const ran = runs.filter((r) => r.available);
+  if (ran.length === 0) {
+    return runs[0] ?? { available: false, reason: "no architecture was benchmarked", results: [] };
+  }
+  return { ...ran[0], results: ran.flatMap((r) => r.results) };
+}

@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
 import { architectureNames } from "../src/saes/registry.ts";
-import { type TorchBaseline, torchBaseline } from "./baseline.ts";
+import { mergeBaselines, type TorchBaseline, torchBaseline } from "./baseline.ts";
 import { benchGemm, type GemmResult } from "./gemm.ts";
 import { benchSources, type SourceResult } from "./sources.ts";
 import { benchTrainStep, DEAD_FRACTION, type TrainStepResult } from "./train_step.ts";
@@ -56,7 +56,7 @@ function markdown(
     v === null ? `${k} unset` : `${k}=${v}`
   );
   const torchLine = withTorch
-    ? `- PyTorch baseline (same run, \`bench/torch_baseline.py\`: dense SAELens 6.18 step, autograd, clip_grad_norm_ 1.0, Adam; AuxK with ${
+    ? `- PyTorch baseline (same run, each architecture timed right after ours, \`bench/torch_baseline.py\`: dense SAELens 6.18 step, autograd, clip_grad_norm_ 1.0, Adam; AuxK with ${
       ((torch.dead_fraction ?? 0) * 100).toFixed(1)
     }% latents dead): torch ${torch.torch_version} on ${torch.python}, ${torch.threads} threads, BLAS ${torch.blas}; ${
       env.join(", ")
@@ -180,7 +180,10 @@ if (import.meta.main) {
   for (const g of gemm) {
     console.error(`gemm ${g.layout} ${g.M}x${g.N}x${g.K}: ${g.gflops.toFixed(1)} GFLOP/s`);
   }
+  // Each architecture's PyTorch step is timed right after ours, so that both sides of a ratio
+  // see the same machine: this VM's speed drifts by up to 1.5x over a run.
   const trainSteps: TrainStepResult[] = [];
+  const baselines: TorchBaseline[] = [];
   for (const arch of archs) {
     const result = await benchTrainStep(gpu, { arch, ...shape }, { passes: values.passes });
     console.error(
@@ -189,15 +192,17 @@ if (import.meta.main) {
       } ms/step)`,
     );
     trainSteps.push(result);
+    if (values["skip-torch"]) continue;
+    const peer = await torchBaseline(shape, [arch]);
+    for (const t of peer.results) {
+      console.error(`torch ${t.arch}: ${Math.round(t.tokens_per_s)} tokens/s`);
+    }
+    baselines.push(peer);
   }
   const torch: TorchBaseline = values["skip-torch"]
     ? { available: false, reason: "skipped (--skip-torch)", results: [] }
-    : await torchBaseline(shape, archs);
-  if (torch.available) {
-    for (const t of torch.results) {
-      console.error(`torch ${t.arch}: ${Math.round(t.tokens_per_s)} tokens/s`);
-    }
-  } else console.error(`torch baseline: not run (${torch.reason})`);
+    : mergeBaselines(baselines);
+  if (!torch.available) console.error(`torch baseline: not run (${torch.reason})`);
   const sources = values["skip-sources"]
     ? []
     : await benchSources({ seconds: values.quick ? 2 : 5 });
