@@ -146,7 +146,10 @@ Deno.test("chunked per-row, masked and batch-wide top-k match the reference", gp
   const values = randomArray(rows * cols, 4, -1, 1);
   await withBindingLimit(gpu, SMALL, async () => {
     const t = gpu.upload(values, [rows, cols]);
-    assertClose(await topkPerRow(t, k).read(), topkReference(values, cols, k), { what: "rows" });
+    for (const method of ["scan", "radix"] as const) {
+      const got = await topkPerRow(t, k, method).read();
+      assertClose(got, topkReference(values, cols, k), { what: `rows ${method}` });
+    }
     const count = 5 * rows;
     const got = await topkOverBatch(t, count).read();
     assertClose(got, topkReference(values, values.length, count), { what: "batch" });

@@ -1,5 +1,15 @@
-import { topkOverBatch, topkPerRow, topkPerRowMasked, topkPerRowRaw } from "../src/kernels/topk.ts";
+import {
+  type RowSelectMethod,
+  topkOverBatch,
+  topkPerRow,
+  topkPerRowMasked,
+  topkPerRowRaw,
+} from "../src/kernels/topk.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
+
+/** Per-row selection runs both ways where k allows the scan (k <= 64), the default otherwise. */
+const methodsFor = (k: number): (RowSelectMethod | undefined)[] =>
+  k <= 64 ? ["scan", "radix"] : [undefined];
 
 /** Reference: sort each segment descending, keep the first k, then ReLU. */
 function referenceTopK(values: Float32Array, segLen: number, k: number): Float32Array {
@@ -22,12 +32,14 @@ Deno.test("per-row top-k keeps exactly the k largest of each row, then ReLU", gp
     ]]
   ) {
     const x = randomArray(rows * cols, rows * 7 + cols, -2, 1);
-    const got = await topkPerRow(gpu.upload(x, [rows, cols]), k).read();
-    assertClose(got, referenceTopK(x, cols, k), {
-      rtol: 0,
-      atol: 0,
-      what: `${rows}x${cols} k=${k}`,
-    });
+    for (const method of methodsFor(k)) {
+      const got = await topkPerRow(gpu.upload(x, [rows, cols]), k, method).read();
+      assertClose(got, referenceTopK(x, cols, k), {
+        rtol: 0,
+        atol: 0,
+        what: `${rows}x${cols} k=${k} ${method}`,
+      });
+    }
   }
 });
 
@@ -48,8 +60,11 @@ Deno.test("negative and mixed-sign values order correctly", gpuTest, async () =>
   const gpu = await testGpu();
   const x = Float32Array.from([-3, -1e-30, 0, 1e-30, -0.5, 2, -7, 1e20, -1e20, 0.25]);
   for (let k = 1; k <= x.length; k++) {
-    const got = await topkPerRow(gpu.upload(x, [1, x.length]), k).read();
-    assertClose(got, referenceTopK(x, x.length, k), { rtol: 0, atol: 0, what: `k=${k}` });
+    for (const method of methodsFor(k)) {
+      const got = await topkPerRow(gpu.upload(x, [1, x.length]), k, method).read();
+      const what = `k=${k} ${method}`;
+      assertClose(got, referenceTopK(x, x.length, k), { rtol: 0, atol: 0, what });
+    }
   }
 });
 
@@ -62,12 +77,27 @@ Deno.test(
     const x = randomArray(rows * cols, 77, -2, 1);
     const mask = Float32Array.from({ length: cols }, (_, j) => (j % 3 === 0 ? 1 : 0));
     const nMasked = mask.reduce((a, b) => a + b, 0);
-    for (const [k, limit] of [[5, 100], [25, 7], [25, 0]]) {
+    for (
+      const [k, limit, method] of [
+        [5, 100, "scan"],
+        [25, 7, "scan"],
+        [25, 0, "scan"],
+        [
+          5,
+          100,
+          "radix",
+        ],
+        [25, 7, "radix"],
+        [25, 0, "radix"],
+      ] as const
+    ) {
       const got = await topkPerRowMasked(
         gpu.upload(x, [rows, cols]),
         gpu.upload(mask),
         k,
         gpu.upload(Float32Array.of(limit)),
+        undefined,
+        method,
       ).read();
       const kEff = Math.min(k, limit, nMasked);
       const ref = new Float32Array(rows * cols);
@@ -76,7 +106,7 @@ Deno.test(
         idx.sort((a, b) => x[r * cols + b] - x[r * cols + a]);
         for (const j of idx.slice(0, kEff)) ref[r * cols + j] = x[r * cols + j];
       }
-      assertClose(got, ref, { rtol: 0, atol: 0, what: `k=${k} limit=${limit}` });
+      assertClose(got, ref, { rtol: 0, atol: 0, what: `k=${k} limit=${limit} ${method}` });
     }
   },
 );
@@ -84,12 +114,25 @@ Deno.test(
 Deno.test("ties with the k-th value keep exactly k, lowest indices first", gpuTest, async () => {
   const gpu = await testGpu();
   const rows = Float32Array.from([1, 3, 1, 1, 0.5, 1, /* row 2 */ 2, 2, 2, 2, 2, 2]);
-  const perRow = await topkPerRow(gpu.upload(rows, [2, 6]), 3).read();
-  assertClose(perRow, Float32Array.from([1, 3, 1, 0, 0, 0, 2, 2, 2, 0, 0, 0]), {
-    rtol: 0,
-    atol: 0,
-    what: "per-row ties",
-  });
+  for (const method of methodsFor(3)) {
+    const perRow = await topkPerRow(gpu.upload(rows, [2, 6]), 3, method).read();
+    assertClose(perRow, Float32Array.from([1, 3, 1, 0, 0, 0, 2, 2, 2, 0, 0, 0]), {
+      rtol: 0,
+      atol: 0,
+      what: `per-row ties ${method}`,
+    });
+  }
+  // A larger value arriving after a full list of equal ones: the scan's displaced pair must
+  // settle behind its lower-indexed equals, so the highest-indexed one drops out.
+  const tiedThenLarger = Float32Array.from([2, 2, 2, 2, 7]);
+  for (const method of methodsFor(3)) {
+    const got = await topkPerRow(gpu.upload(tiedThenLarger, [1, 5]), 3, method).read();
+    assertClose(got, Float32Array.from([2, 2, 0, 0, 7]), {
+      rtol: 0,
+      atol: 0,
+      what: `ties displaced by a later larger value ${method}`,
+    });
+  }
   const batch = await topkOverBatch(gpu.upload(rows, [2, 6]), 5).read();
   assertClose(batch, Float32Array.from([0, 3, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0]), {
     rtol: 0,
@@ -120,26 +163,26 @@ Deno.test(
     const x = randomArray(2 * 5000, 91, -1, 0.5);
     const tiedAt = [4900, 17, 2500, 3001, 120, 4999, 640, 2048, 1000, 77];
     for (const j of tiedAt) x[5000 + j] = 0.875;
-    const got = await topkPerRow(gpu.upload(x, [2, 5000]), 5).read();
-    const want = referenceTopK(x, 5000, 5);
-    const kept = [17, 77, 120, 640, 1000].map((j) => 5000 + j);
-    if (!kept.every((i) => got[i] === 0.875)) throw new Error("tie: wrong elements kept");
-    assertClose(got, want, { rtol: 0, atol: 0, what: "ties among candidates" });
+    for (const method of methodsFor(5)) {
+      const got = await topkPerRow(gpu.upload(x, [2, 5000]), 5, method).read();
+      const want = referenceTopK(x, 5000, 5);
+      const kept = [17, 77, 120, 640, 1000].map((j) => 5000 + j);
+      if (!kept.every((i) => got[i] === 0.875)) throw new Error(`tie: wrong kept (${method})`);
+      assertClose(got, want, { rtol: 0, atol: 0, what: `ties among candidates ${method}` });
+    }
     // Raw (unrectified) selection of negative values: kept values come back from their keys.
     const negative = randomArray(2 * 5000, 92, -3, -1);
-    const raw = await topkPerRowRaw(
-      gpu.upload(negative, [2, 5000]),
-      7,
-      gpu.upload(Float32Array.of(7)),
-    )
-      .read();
     const rawWant = new Float32Array(negative.length);
     for (let r = 0; r < 2; r++) {
       const idx = Array.from({ length: 5000 }, (_, j) => r * 5000 + j);
       idx.sort((a, b) => negative[b] - negative[a] || a - b);
       for (const i of idx.slice(0, 7)) rawWant[i] = negative[i];
     }
-    assertClose(raw, rawWant, { rtol: 0, atol: 0, what: "raw negative" });
+    for (const method of methodsFor(7)) {
+      const limit = gpu.upload(Float32Array.of(7));
+      const raw = await topkPerRowRaw(gpu.upload(negative, [2, 5000]), 7, limit, method).read();
+      assertClose(raw, rawWant, { rtol: 0, atol: 0, what: `raw negative ${method}` });
+    }
   },
 );
 
@@ -151,18 +194,20 @@ Deno.test(
     // 5000 equal values: every element is a candidate (> 2048), so the passes walk the row.
     const tied = new Float32Array(2 * 5000).fill(0.5);
     tied[5000 + 4999] = 0.75;
-    const got = await topkPerRow(gpu.upload(tied, [2, 5000]), 10).read();
     const want = new Float32Array(10000);
     want.fill(0.5, 0, 10);
     want.fill(0.5, 5000, 5009);
     want[9999] = 0.75;
-    assertClose(got, want, { rtol: 0, atol: 0, what: "tied rows" });
+    for (const method of methodsFor(10)) {
+      const got = await topkPerRow(gpu.upload(tied, [2, 5000]), 10, method).read();
+      assertClose(got, want, { rtol: 0, atol: 0, what: `tied rows ${method}` });
+    }
     // k = 1500 > 1024 slice maxima: no prefilter.
     const x = randomArray(3 * 3000, 77, -1, 1);
     const big = await topkPerRow(gpu.upload(x, [3, 3000]), 1500).read();
     assertClose(big, referenceTopK(x, 3000, 1500), { rtol: 0, atol: 0, what: "k 1500" });
     // Rows shorter than 4096 skip the prefilter whatever k is.
-    const short = await topkPerRow(gpu.upload(x, [3, 3000]), 40).read();
+    const short = await topkPerRow(gpu.upload(x, [3, 3000]), 40, "radix").read();
     assertClose(short, referenceTopK(x, 3000, 40), { rtol: 0, atol: 0, what: "short rows" });
   },
 );

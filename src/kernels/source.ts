@@ -1,14 +1,25 @@
 /** Loads WGSL kernel sources from the top-level `kernels/` folder (read once per process). */
 const cache = new Map<string, string>();
 
-/** The text of `kernels/<name>.wgsl`, with its `// unroll` lines written out (`unrollWgsl`). */
-export function wgsl(name: string): string {
-  let code = cache.get(name);
+/**
+ * The text of `kernels/<name>.wgsl`, with its `// unroll` lines written out (`unrollWgsl`).
+ * `consts` replaces the values of `const NAME = N;` declarations first: unrolled bounds are
+ * compile-time, so a kernel specialised on one (a register array's length) gets its own source.
+ */
+export function wgsl(name: string, consts: Record<string, number> = {}): string {
+  const key = `${name}|${JSON.stringify(consts)}`;
+  let code = cache.get(key);
   if (code === undefined) {
-    code = unrollWgsl(
-      Deno.readTextFileSync(new URL(`../../kernels/${name}.wgsl`, import.meta.url)),
-    );
-    cache.set(name, code);
+    let source = Deno.readTextFileSync(new URL(`../../kernels/${name}.wgsl`, import.meta.url));
+    for (const [constName, value] of Object.entries(consts)) {
+      const declaration = new RegExp(`^const ${constName} = \\d+u?;`, "m");
+      if (!declaration.test(source)) {
+        throw new Error(`wgsl ${name}: no "const ${constName} = N;" to replace`);
+      }
+      source = source.replace(declaration, `const ${constName} = ${value}u;`);
+    }
+    code = unrollWgsl(source);
+    cache.set(key, code);
   }
   return code;
 }

@@ -1,6 +1,6 @@
 /**
- * Top-k selection (`kernels/topk_select.wgsl`): per row (TopK) or over the whole batch
- * (BatchTopK), returning ReLU of the kept values and zeros elsewhere. Exactly k values are kept
+ * Top-k selection (`kernels/topk_select.wgsl`, `kernels/topk_scan.wgsl`): per row (TopK) or over
+ * the whole batch (BatchTopK), returning ReLU of the kept values and zeros elsewhere. Exactly k values are kept
  * per segment (ties with the k-th value go to the lowest indices), so at most k·segments outputs
  * are nonzero.
  */
@@ -26,9 +26,30 @@ const PREFILTER_MIN_LEN = 4096;
  */
 const SHORT_ROW_INVOCATIONS = 64;
 
+/** Register-list lengths of `select_rows_scan` (topk_scan.wgsl), one pipeline each. */
+const SCAN_LENGTHS = [8, 16, 32, 64];
+
+/** How per-row top-k runs: one invocation per row with a register list, or radix passes. */
+export type RowSelectMethod = "scan" | "radix";
+
+/**
+ * The per-row method for k of `segLen`. The scan's insertions cost about k per element kept so
+ * far and the radix passes a fixed amount per row plus per element: measured (1024 rows) the
+ * scan wins up to k · segLen ≈ 2^18 (k 64 of 1024: 19 vs 33 ms; k 64 of 4096: 74 vs 76; k 8 of
+ * 12288: 28 vs 108; 256 rows, k 8 of 256: 0.3 vs 4.4) and loses beyond (k 64 of 12288: 220 vs
+ * 112).
+ */
+function rowSelectMethod(k: number, segLen: number): RowSelectMethod {
+  const fits = k <= SCAN_LENGTHS[SCAN_LENGTHS.length - 1];
+  return fits && k * segLen <= SCAN_MAX_WORK ? "scan" : "radix";
+}
+const SCAN_MAX_WORK = 1 << 18;
+
 interface SelectOptions {
   /** Keep the raw selected values instead of ReLU'd ones. */
   raw?: boolean;
+  /** Override the per-row method (tests compare both). */
+  method?: RowSelectMethod;
   /** A [1] tensor whose value further caps k (read on the GPU, no sync). */
   kLimit?: Tensor;
   /** Select only when the gate opens (decided on the GPU); the output is unwritten otherwise. */
@@ -47,6 +68,8 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   const [rows, segLen] = [values.rows, values.cols];
   checkK(k, segLen);
   if (k === 0) return gpu.zeros(values.shape);
+  const method = options.method ?? rowSelectMethod(k, segLen);
+  if (method === "scan") return scanRows(values, k, options);
   const prefilter = k <= PREFILTER_MAX_K && segLen >= PREFILTER_MIN_LEN;
   // Rows whose candidates fit workgroup memory write only the kept values into zeros.
   const out = prefilter ? gpu.zeros(values.shape) : gpu.empty(values.shape);
@@ -62,6 +85,31 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   // Big matrices go in chunks of whole rows.
   for (const c of chunks(gpu, rows, segLen)) {
     const grid = grid1d(c.count * 256); // one workgroup per row
+    gpu.dispatch(
+      kernel,
+      [bind(values, c), undefined, undefined, bind(out, c), kLimit],
+      gatedIf(options.gate, grid),
+      params([c.count, segLen, k, 0, c.shift, 0]),
+    );
+  }
+  return out;
+}
+
+/** `selectRows` by one invocation per row keeping a sorted register list (`topk_scan.wgsl`). */
+function scanRows(values: Tensor, k: number, options: SelectOptions): Tensor {
+  const gpu = values.gpu;
+  const [rows, segLen] = [values.rows, values.cols];
+  const length = SCAN_LENGTHS.find((n) => n >= k);
+  if (length === undefined) {
+    throw new GpuError(`top-k scan: k=${k} exceeds ${SCAN_LENGTHS[SCAN_LENGTHS.length - 1]}`);
+  }
+  const out = gpu.zeros(values.shape);
+  const constants = { K_FROM_BUFFER: options.kLimit ? 1 : 0, RELU_OUTPUT: options.raw ? 0 : 1 };
+  const code = wgsl("topk_scan", { SCAN_K: length });
+  const kernel = gpu.kernel(`topk_scan_${length}`, code, "select_rows_scan", constants);
+  const kLimit = options.kLimit ?? gpu.unusedBinding;
+  for (const c of chunks(gpu, rows, segLen)) {
+    const grid = grid1d(c.count * 4); // 64 rows per workgroup, grid1d counts 256
     gpu.dispatch(
       kernel,
       [bind(values, c), undefined, undefined, bind(out, c), kLimit],
@@ -123,9 +171,12 @@ function selectBatch(values: Tensor, count: number): Tensor {
   return out;
 }
 
-/** ReLU of each row's k largest values; zeros elsewhere (SAELens TopK: top-k, then ReLU). */
-export function topkPerRow(hiddenPre: Tensor, k: number): Tensor {
-  return selectRows(hiddenPre, k);
+/**
+ * ReLU of each row's k largest values; zeros elsewhere (SAELens TopK: top-k, then ReLU).
+ * `method` overrides the per-row method (both give the same result).
+ */
+export function topkPerRow(hiddenPre: Tensor, k: number, method?: RowSelectMethod): Tensor {
+  return selectRows(hiddenPre, k, { method });
 }
 
 /**
@@ -138,16 +189,22 @@ export function topkPerRowMasked(
   k: number,
   kLimit: Tensor,
   gate?: Gate,
+  method?: RowSelectMethod,
 ): Tensor {
   const candidates = binary("maskGreaterOrNegInf", values, mask, "perCol", { alpha: 0, gate });
-  const out = selectRows(candidates, k, { raw: true, kLimit, gate });
+  const out = selectRows(candidates, k, { raw: true, kLimit, gate, method });
   candidates.dispose();
   return out;
 }
 
 /** Each row's k largest values, unrectified, with k capped by `kLimit`. */
-export function topkPerRowRaw(values: Tensor, k: number, kLimit: Tensor): Tensor {
-  return selectRows(values, k, { raw: true, kLimit });
+export function topkPerRowRaw(
+  values: Tensor,
+  k: number,
+  kLimit: Tensor,
+  method?: RowSelectMethod,
+): Tensor {
+  return selectRows(values, k, { raw: true, kLimit, method });
 }
 
 /** The `count` largest values of the whole tensor (ReLU'd), zeros elsewhere (BatchTopK). */
