@@ -33,12 +33,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> entry_index: array<u32>;      // [capacity]
 @group(0) @binding(5) var<storage, read_write> entry_value: array<f32>;      // [capacity]
 @group(0) @binding(6) var<storage, read_write> entry_owner: array<u32>;      // [capacity]
-@group(0) @binding(7) var<storage, read> w_dec4: array<vec4<f32>>;      // [d_sae, d_in / 4]
+// W_dec, the decoder-term gradients and the encoder input are read as textures (4 columns per
+// texel, one row per texel row): llvmpipe gathers texel fetches across SIMD lanes, while a
+// storage load whose address differs per lane is a scalar loop over the lanes (about 30-40%
+// faster decode and backward).
+@group(0) @binding(7) var w_dec: texture_2d<f32>;                       // [d_sae, d_in / 4]
 @group(0) @binding(8) var<storage, read> norms: array<f32>;            // [d_sae]
 @group(0) @binding(9) var<storage, read_write> out4: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read> d_pre4: array<vec4<f32>>;    // [terms, rows, d_in / 4]
+@group(0) @binding(10) var d_pre: texture_2d<f32>;                      // [terms · rows, d_in / 4]
 @group(0) @binding(11) var<storage, read_write> entry_grad: array<f32>;    // [capacity]
-@group(0) @binding(12) var<storage, read> sae_in4: array<vec4<f32>>;   // [rows, d_in / 4]
+@group(0) @binding(12) var sae_in: texture_2d<f32>;                     // [rows, d_in / 4]
 @group(0) @binding(13) var<storage, read> linear_pre: array<f32>;      // [rows, d_sae]
 @group(0) @binding(14) var<storage, read_write> dw_dec4: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read_write> dw_enc: array<f32>;
@@ -219,8 +223,7 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     if (band >= p.terms) { break; }
     var coefficient = entry_value[e];
     if (RESCALE) { coefficient = coefficient / norms[j]; }
-    let row = j * d_in4;
-    acc_{m} += coefficient * w_dec4[row + col_{m}];  // unroll m<SPAN
+    acc_{m} += coefficient * textureLoad(w_dec, vec2<u32>(col_{m}, j), 0);  // unroll m<SPAN
     e++;
   }
 }
@@ -254,9 +257,11 @@ fn entry_dots_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 // and hidden = linear_pre · norm both depend on it).
 fn entry_dot(b: u32, j: u32) -> f32 {
   let d_in4 = p.d_in / 4u;
-  let base = (band_of(j) * p.rows + b) * d_in4;
+  let pre_row = band_of(j) * p.rows + b;
   var dot4 = vec4<f32>();
-  for (var i = 0u; i < d_in4; i++) { dot4 += d_pre4[base + i] * w_dec4[j * d_in4 + i]; }
+  for (var i = 0u; i < d_in4; i++) {
+    dot4 += textureLoad(d_pre, vec2<u32>(i, pre_row), 0) * textureLoad(w_dec, vec2<u32>(i, j), 0);
+  }
   return (dot4.x + dot4.y) + (dot4.z + dot4.w);
 }
 
@@ -331,10 +336,8 @@ fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let b = entry_index[e];
     let decoded = entry_decoded[e];
     let grad = entry_grad[e];
-    let out_base = (band_rows + b) * d_in4;
-    let in_base = b * d_in4;
-    acc_dec_{m} += decoded * d_pre4[out_base + col_{m}];  // unroll m<LATENT_SPAN
-    acc_enc_{m} += grad * sae_in4[in_base + col_{m}];  // unroll m<LATENT_SPAN
+    acc_dec_{m} += decoded * textureLoad(d_pre, vec2<u32>(col_{m}, band_rows + b), 0);  // unroll m<LATENT_SPAN
+    acc_enc_{m} += grad * textureLoad(sae_in, vec2<u32>(col_{m}, b), 0);  // unroll m<LATENT_SPAN
     d_bias += grad;
     if (RESCALE) { d_norm += entry_d_norm[e]; }
   }

@@ -6,10 +6,17 @@
  * products use a simple storage-buffer kernel. Operands larger than one storage binding are bound
  * in windows, and products larger than a texture side are split into blocks.
  */
-import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
+import { type Gpu, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
+import {
+  alignDown,
+  BINDING_ALIGN_BYTES,
+  packBlock,
+  packedTexture,
+  record,
+} from "./texture_pack.ts";
 
 export interface MatmulOptions {
   /** A is stored [K, M] and used transposed. */
@@ -103,9 +110,6 @@ function useTiled(M: number, N: number, K: number): boolean {
 
 /** Rows and columns of C one tiled workgroup covers (8x8 invocations, 32x32 outputs each). */
 const TILE = 256;
-/** Storage bindings must start at a multiple of this many bytes (WebGPU's largest allowed
- * minStorageBufferOffsetAlignment, so valid on every device). */
-const BINDING_ALIGN_BYTES = 256;
 
 interface Product {
   a: Tensor;
@@ -159,12 +163,12 @@ function tiledMatmul(
     const withBias = p.bias !== undefined && k0 + kc >= p.K;
     for (let m0 = 0; m0 < p.M; m0 += mBlock) {
       const mc = Math.min(mBlock, p.M - m0);
-      const aTexture = packedTexture(gpu, "A", Math.ceil(kc / 4), mc);
+      const aTexture = packedTexture(gpu, "matmul A", Math.ceil(kc / 4), mc);
       packBlock(gpu, pack, p.a, p.transA, aTexture, [m0, k0], [mc, kc], mc, limits.maxBinding);
       for (let n0 = 0; n0 < p.N; n0 += nBlock) {
         const nc = Math.min(nBlock, p.N - n0);
         const kPadded = 4 * Math.ceil(kc / 4);
-        const bTexture = packedTexture(gpu, "B", Math.ceil(nc / 4), kPadded);
+        const bTexture = packedTexture(gpu, "matmul B", Math.ceil(nc / 4), kPadded);
         packBlock(
           gpu,
           pack,
@@ -209,122 +213,4 @@ function tiledMatmul(
       }
     }
   }
-}
-
-/**
- * Packs the block [origin, origin + size) of L = op(stored) into the top-left ceil(cols/4) x
- * `height` texels of `texture` (see `pack` in matmul.wgsl); rows from `rows` to `height` are
- * zero. The stored rows the block needs are bound in windows of at most `maxBinding`
- * bytes; with a transposed operand a window holds whole texels (multiples of 4 stored rows).
- */
-function packBlock(
-  gpu: Gpu,
-  pack: Kernel,
-  stored: Tensor,
-  transposed: boolean,
-  texture: GPUTexture,
-  [row0, col0]: readonly [number, number],
-  [rows, cols]: readonly [number, number],
-  height: number,
-  maxBinding: number,
-): void {
-  const width4 = Math.ceil(cols / 4);
-  const stride = stored.cols;
-  // Whole texels of an untransposed operand, rows 256-byte aligned, no padding: a plain copy,
-  // which is much faster than the pack kernel and has no binding-size limit.
-  if (!transposed && stride % 64 === 0 && col0 % 4 === 0 && cols % 4 === 0 && rows === height) {
-    gpu.copyBufferToTexture(
-      { buffer: stored.buffer, offset: 4 * (row0 * stride + col0), bytesPerRow: 4 * stride },
-      { texture },
-      [cols / 4, rows],
-    );
-    return;
-  }
-  // Stored rows hold logical rows, or logical columns when transposed.
-  const [first, count] = transposed ? [col0, cols] : [row0, rows];
-  const windowRows = Math.floor((maxBinding - BINDING_ALIGN_BYTES) / (4 * stride) / 4) * 4;
-  if (windowRows < 4) throw new GpuError(`matmul: 4 rows of [${stored.shape}] exceed a binding`);
-  const view = texture.createView();
-  for (let s = 0; s < count; s += windowRows) {
-    const e = Math.min(count, s + windowRows);
-    const base = alignDown((first + s) * stride);
-    const end = (first + e) * stride;
-    // Texels this window fills; the last window also writes the zero padding beyond the block.
-    const last = e === count;
-    const [x0, y0, x1, y1] = transposed
-      ? [s / 4, 0, last ? width4 : Math.ceil(e / 4), height]
-      : [0, s, width4, last ? height : e];
-    record(
-      gpu,
-      pack,
-      [
-        {
-          binding: 1,
-          resource: { buffer: stored.buffer, offset: 4 * base, size: 4 * (end - base) },
-        },
-        { binding: 2, resource: view },
-      ],
-      [groups(x1 - x0, 8), groups(y1 - y0, 8)],
-      params([
-        ...[rows, cols, row0, col0, stride, base, x0, y0],
-        ...[width4, height, transposed ? 1 : 0],
-      ]),
-    );
-  }
-}
-
-/** Element index rounded down to a valid binding offset. */
-function alignDown(element: number): number {
-  const perAlign = BINDING_ALIGN_BYTES / 4;
-  return Math.floor(element / perAlign) * perAlign;
-}
-
-/**
- * One packing texture per role and size and GPU, reused by every call: passes run in order, so a
- * later product may overwrite a texture an earlier one has finished reading.
- */
-const textures = new WeakMap<Gpu, Map<string, GPUTexture>>();
-
-function packedTexture(gpu: Gpu, role: "A" | "B", minWidth: number, minHeight: number): GPUTexture {
-  const [width, height] = [textureSide(minWidth, true), textureSide(minHeight, false)];
-  let cache = textures.get(gpu);
-  if (!cache) textures.set(gpu, cache = new Map());
-  const key = `${role}:${width}x${height}`;
-  let texture = cache.get(key);
-  if (!texture) {
-    texture = gpu.device.createTexture({
-      label: `matmul packed ${key}`,
-      size: [width, height],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-        GPUTextureUsage.COPY_DST,
-    });
-    cache.set(key, texture);
-  }
-  return texture;
-}
-
-/**
- * A texture side of at least `n` texels that is never a power of two: llvmpipe compiles a kernel
- * variant per power-of-two-ness of each bound texture's sides (a long compile each for the tiled
- * kernel). Widths also avoid multiples of 256 texels: rows 4 KiB apart share L1 cache sets, and
- * an invocation reads 32 rows of Ap at once (power-of-two widths halved the speed).
- */
-function textureSide(n: number, isWidth: boolean): number {
-  let side = n;
-  while ((side & (side - 1)) === 0 || (isWidth && side % 256 === 0)) side++;
-  return side;
-}
-
-/** Records a dispatch whose bindings are given by binding number (texture views, buffer ranges). */
-function record(
-  gpu: Gpu,
-  kernel: Kernel,
-  entries: GPUBindGroupEntry[],
-  workgroups: readonly [number, number],
-  uniforms: ArrayBuffer,
-): void {
-  const bindings: Binding[] = [];
-  for (const e of entries) bindings[e.binding - 1] = e.resource as Binding;
-  gpu.dispatch(kernel, bindings, workgroups, uniforms);
 }

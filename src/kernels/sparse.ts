@@ -3,11 +3,12 @@
  * most `capacity` nonzeros is compressed into row lists (for decoding) and latent lists (for
  * gradients), so decoding and every gradient cost O(nonzeros · d_in) rather than dense GEMMs.
  */
-import { GpuError } from "../gpu/device.ts";
+import { type Binding, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
+import { texelRows } from "./texture_pack.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
 export interface SparseLists {
@@ -32,7 +33,7 @@ export interface SparseActs {
   gate?: Gate;
 }
 
-/** Storage bindings 1..24 of kernels/sparse.wgsl, by role. */
+/** Bindings 1..24 of kernels/sparse.wgsl, by role (wDec, dPre and saeIn are textures). */
 const BINDINGS = [
   "dense",
   "counts",
@@ -61,7 +62,7 @@ const BINDINGS = [
 ];
 
 /** The binding list of an entry point: `named` roles at their places, gaps elsewhere. */
-function bindingsOf(named: Record<string, Tensor>): (Tensor | undefined)[] {
+function bindingsOf(named: Record<string, Binding>): (Binding | undefined)[] {
   return BINDINGS.map((name) => named[name]);
 }
 
@@ -98,10 +99,18 @@ function uniforms(f: Fields): ArrayBuffer {
   ]);
 }
 
-/** Whether every tensor the sparse step binds fits one storage binding (else use dense). */
-export function sparseFits(maxBindingBytes: number, rows: number, dIn: number, dSae: number) {
-  return 4 * Math.max(rows * dSae, dIn * dSae) <= maxBindingBytes && rows <= 65535 &&
-    dIn % 4 === 0;
+/**
+ * Whether the sparse step fits the device (else use dense): every tensor it binds fits one
+ * storage binding, and W_dec, the `terms` stacked decoder-term gradients and the encoder input
+ * fit a texture (`texelRows`, up to 2 texels of padding per side).
+ */
+export function sparseFits(
+  limits: { maxBindingBytes: number; maxTextureSide: number },
+  { rows, dIn, dSae, terms }: { rows: number; dIn: number; dSae: number; terms: number },
+): boolean {
+  const side = limits.maxTextureSide - 2;
+  return 4 * Math.max(rows * dSae, dIn * dSae) <= limits.maxBindingBytes && rows <= 65535 &&
+    dIn % 4 === 0 && Math.max(dIn / 4, dSae, rows * terms) <= side;
 }
 
 /** Lists over one axis from its bit masks: counts, their prefix sums, then the entries. */
@@ -241,7 +250,14 @@ export function sparseDecodePrefixes(
   const { offsets, index, value } = acts.byRow;
   gpu.dispatch(
     kernel,
-    bindingsOf({ offsets, index, value, wDec, norms: norms ?? wDec, out }),
+    bindingsOf({
+      offsets,
+      index,
+      value,
+      wDec: texelRows(wDec, "sparse W_dec"),
+      norms: norms ?? gpu.unusedBinding,
+      out,
+    }),
     [groups(Math.ceil(dIn / 4 / DECODE_SPAN), 64), acts.rows],
     uniforms({ widths: bounds, dIn, rows: acts.rows, capacity: acts.capacity }),
   );
@@ -349,8 +365,8 @@ export function sparseBackward(
   };
   const code = wgsl("sparse");
   const rescale = { RESCALE: inputs.norms ? 1 : 0 };
-  // The norms are read only when rescaling; any read-only f32 buffer stands in otherwise.
-  const norms = inputs.norms ?? inputs.wDec;
+  // The norms are read only when rescaling.
+  const norms = inputs.norms ?? gpu.unusedBinding;
   const { offsets, index, value, owner } = acts.byLatent;
   const entry = {
     grad: gpu.empty([acts.capacity]),
@@ -358,16 +374,16 @@ export function sparseBackward(
     dNorm: gpu.empty([acts.capacity]),
   };
   const dispatchArgs = gpu.empty([3], "u32");
-  const all: Record<string, Tensor> = {
+  const all: Record<string, Binding> = {
     offsets,
     index,
     value,
     owner,
-    wDec: inputs.wDec,
+    wDec: texelRows(inputs.wDec, "sparse W_dec"),
     norms,
-    dPre: bands,
+    dPre: texelRows(bands, "sparse dPre"),
     entryGrad: entry.grad,
-    saeIn: inputs.saeIn,
+    saeIn: texelRows(inputs.saeIn, "sparse saeIn"),
     linearPre: inputs.linearPre,
     dWDec: outputs.dWDec,
     dWEnc: outputs.dWEnc,
@@ -375,8 +391,8 @@ export function sparseBackward(
     dNorms: outputs.dNorms,
     entryDecoded: entry.decoded,
     entryDNorm: entry.dNorm,
-    // Read only with HAS_EXTRA; any read-only f32 buffer stands in otherwise.
-    extraGrad: inputs.extraGrad ?? inputs.wDec,
+    // Read only with HAS_EXTRA.
+    extraGrad: inputs.extraGrad ?? gpu.unusedBinding,
     dispatchArgs,
   };
   const bound = (names: string[]) => bindingsOf(Object.fromEntries(names.map((n) => [n, all[n]])));
@@ -459,7 +475,14 @@ export function entryDotsDense(
   const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths, acts.rows);
   gpu.dispatch(
     gpu.kernel("sparse", wgsl("sparse"), "entry_dots_dense"),
-    bindingsOf({ offsets, index, owner, wDec: inputs.wDec, dPre: bands, denseOut: out }),
+    bindingsOf({
+      offsets,
+      index,
+      owner,
+      wDec: texelRows(inputs.wDec, "sparse W_dec"),
+      dPre: texelRows(bands, "sparse dPre"),
+      denseOut: out,
+    }),
     dispatchArgs,
     uniforms({
       widths: bounds,

@@ -123,17 +123,27 @@ export class TrainStep {
 
   /**
    * Whether to take an architecture's sparse path: never when forced dense, when its tensors do
-   * not fit the sparse kernels or when the architecture rules it out (`possible`). ReLU-family
+   * not fit the sparse kernels (with `terms` decoder terms, Matryoshka's prefixes included) or
+   * when the architecture rules it out (`possible`). ReLU-family
    * activations can be dense (`reluActivations`), so in `auto` mode they go sparse only while
    * the measured active fraction is low; top-k ones always can.
    */
   useSparse(
-    { reluActivations, possible = true }: { reluActivations: boolean; possible?: boolean },
+    { reluActivations, possible = true, terms = 1 }: {
+      reluActivations: boolean;
+      possible?: boolean;
+      terms?: number;
+    },
   ) {
-    const policy = this.x.gpu.sparseKernels;
+    const gpu = this.x.gpu;
+    const policy = gpu.sparseKernels;
     const { d_in: dIn, d_sae: dSae } = this.cfg;
     if (policy === "never" || !possible) return false;
-    if (!sparseFits(this.x.gpu.maxBindingBytes, this.batch, dIn, dSae)) return false;
+    const limits = {
+      maxBindingBytes: gpu.maxBindingBytes,
+      maxTextureSide: gpu.limits.maxTextureDimension2D,
+    };
+    if (!sparseFits(limits, { rows: this.batch, dIn, dSae, terms })) return false;
     if (policy === "always" || !reluActivations) return true;
     const measured = this.input.measured?.activeFraction;
     return measured !== undefined && measured <= RELU_SPARSE_MAX_DENSITY;

@@ -44,7 +44,7 @@ export function trainTopKFamily(
   const hiddenPre = norms ? binary("mul", linear, norms, "perCol") : linear;
   const featureActs = hooks.select(hiddenPre);
   const terms = 1 + (hooks.prefixWidths?.length ?? 0);
-  const sparse = step.useSparse({ reluActivations: false, possible: terms <= MAX_TERMS });
+  const sparse = step.useSparse({ reluActivations: false, possible: terms <= MAX_TERMS, terms });
   const forward = sparse ? sparseTopKFamily : denseTopKFamily;
   const saeOut = forward(step, cfg, hooks, { linear, hiddenPre, featureActs, norms });
   return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };

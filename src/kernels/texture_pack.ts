@@ -1,0 +1,149 @@
+/**
+ * Packing matrices into rgba32float textures (4 consecutive columns per texel), for kernels that
+ * read them with texel fetches: llvmpipe gathers texels across SIMD lanes, while a storage load
+ * whose address differs per lane becomes a scalar loop over the lanes (PLATFORM.md). The pack
+ * kernel is `pack` in kernels/matmul.wgsl; aligned, untransposed blocks are plain copies.
+ */
+import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { groups, params, wgsl } from "./source.ts";
+
+/** Storage bindings must start at a multiple of this many bytes (WebGPU's largest allowed
+ * minStorageBufferOffsetAlignment, so valid on every device). */
+export const BINDING_ALIGN_BYTES = 256;
+
+/**
+ * A [rows, cols] matrix as a texture of cols/4 texels by rows (`role` names its cached texture:
+ * a later call with the same role and shape refills it, which passes running in order make safe).
+ * Throws unless cols % 4 == 0 and both sides fit a texture.
+ */
+export function texelRows(t: Tensor, role: string): GPUTextureView {
+  const gpu = t.gpu;
+  const texture = packedTexture(gpu, role, t.cols / 4, t.rows);
+  const pack = gpu.kernel("matmul", wgsl("matmul"), "pack");
+  packBlock(gpu, pack, t, false, texture, [0, 0], [t.rows, t.cols], t.rows, gpu.maxBindingBytes);
+  return texture.createView();
+}
+
+/**
+ * Packs the block [origin, origin + size) of L = op(stored) into the top-left ceil(cols/4) x
+ * `height` texels of `texture` (see `pack` in matmul.wgsl); rows from `rows` to `height` are
+ * zero. The stored rows the block needs are bound in windows of at most `maxBinding`
+ * bytes; with a transposed operand a window holds whole texels (multiples of 4 stored rows).
+ */
+export function packBlock(
+  gpu: Gpu,
+  pack: Kernel,
+  stored: Tensor,
+  transposed: boolean,
+  texture: GPUTexture,
+  [row0, col0]: readonly [number, number],
+  [rows, cols]: readonly [number, number],
+  height: number,
+  maxBinding: number,
+): void {
+  const width4 = Math.ceil(cols / 4);
+  const stride = stored.cols;
+  // Whole texels of an untransposed operand, rows 256-byte aligned, no padding: a plain copy,
+  // which is much faster than the pack kernel and has no binding-size limit.
+  if (!transposed && stride % 64 === 0 && col0 % 4 === 0 && cols % 4 === 0 && rows === height) {
+    gpu.copyBufferToTexture(
+      { buffer: stored.buffer, offset: 4 * (row0 * stride + col0), bytesPerRow: 4 * stride },
+      { texture },
+      [cols / 4, rows],
+    );
+    return;
+  }
+  // Stored rows hold logical rows, or logical columns when transposed.
+  const [first, count] = transposed ? [col0, cols] : [row0, rows];
+  const windowRows = Math.floor((maxBinding - BINDING_ALIGN_BYTES) / (4 * stride) / 4) * 4;
+  if (windowRows < 4) throw new GpuError(`pack: 4 rows of [${stored.shape}] exceed a binding`);
+  const view = texture.createView();
+  for (let s = 0; s < count; s += windowRows) {
+    const e = Math.min(count, s + windowRows);
+    const base = alignDown((first + s) * stride);
+    const end = (first + e) * stride;
+    // Texels this window fills; the last window also writes the zero padding beyond the block.
+    const last = e === count;
+    const [x0, y0, x1, y1] = transposed
+      ? [s / 4, 0, last ? width4 : Math.ceil(e / 4), height]
+      : [0, s, width4, last ? height : e];
+    record(
+      gpu,
+      pack,
+      [
+        {
+          binding: 1,
+          resource: { buffer: stored.buffer, offset: 4 * base, size: 4 * (end - base) },
+        },
+        { binding: 2, resource: view },
+      ],
+      [groups(x1 - x0, 8), groups(y1 - y0, 8)],
+      params([
+        ...[rows, cols, row0, col0, stride, base, x0, y0],
+        ...[width4, height, transposed ? 1 : 0],
+      ]),
+    );
+  }
+}
+
+/** Element index rounded down to a valid binding offset. */
+export function alignDown(element: number): number {
+  const perAlign = BINDING_ALIGN_BYTES / 4;
+  return Math.floor(element / perAlign) * perAlign;
+}
+
+/**
+ * One packing texture per role and size and GPU, reused by every call: passes run in order, so a
+ * later product may overwrite a texture an earlier one has finished reading.
+ */
+const textures = new WeakMap<Gpu, Map<string, GPUTexture>>();
+
+export function packedTexture(
+  gpu: Gpu,
+  role: string,
+  minWidth: number,
+  minHeight: number,
+): GPUTexture {
+  const [width, height] = [textureSide(minWidth, true), textureSide(minHeight, false)];
+  let cache = textures.get(gpu);
+  if (!cache) textures.set(gpu, cache = new Map());
+  const key = `${role}:${width}x${height}`;
+  let texture = cache.get(key);
+  if (!texture) {
+    texture = gpu.device.createTexture({
+      label: `packed ${key}`,
+      size: [width, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+        GPUTextureUsage.COPY_DST,
+    });
+    cache.set(key, texture);
+  }
+  return texture;
+}
+
+/**
+ * A texture side of at least `n` texels that is never a power of two: llvmpipe compiles a kernel
+ * variant per power-of-two-ness of each bound texture's sides (a long compile each for the tiled
+ * kernel). Widths also avoid multiples of 256 texels: rows 4 KiB apart share L1 cache sets, and
+ * an invocation reads 32 rows of Ap at once (power-of-two widths halved the speed).
+ */
+export function textureSide(n: number, isWidth: boolean): number {
+  let side = n;
+  while ((side & (side - 1)) === 0 || (isWidth && side % 256 === 0)) side++;
+  return side;
+}
+
+/** Records a dispatch whose bindings are given by binding number (texture views, buffer ranges). */
+export function record(
+  gpu: Gpu,
+  kernel: Kernel,
+  entries: GPUBindGroupEntry[],
+  workgroups: readonly [number, number],
+  uniforms: ArrayBuffer,
+): void {
+  const bindings: Binding[] = [];
+  for (const e of entries) bindings[e.binding - 1] = e.resource as Binding;
+  gpu.dispatch(kernel, bindings, workgroups, uniforms);
+}
