@@ -15,6 +15,7 @@ import {
   sparseBackward,
   sparseDecode,
   sparseDecodePrefixes,
+  sparseFits,
   type SparseLists,
 } from "../src/kernels/sparse.ts";
 import { assertClose, gpuTest, randomArray, rng, testGpu } from "./helpers.ts";
@@ -481,4 +482,21 @@ Deno.test("sparseBackward rejects zero or more than 8 decoder terms", gpuTest, a
     }
     if (!threw) throw new Error(`${widths.length} terms were accepted`);
   }
+});
+
+Deno.test("sparseFits: one storage binding per tensor, W_dec and the stacked terms in a texture", () => {
+  const limits = { maxBindingBytes: 128 * 2 ** 20, maxTextureSide: 16384 };
+  const shape = { rows: 1024, dIn: 768, dSae: 12288, terms: 1 };
+  const fits = (change: Partial<typeof shape>) => sparseFits(limits, { ...shape, ...change });
+  if (!fits({})) throw new Error("the reference shape should fit");
+  const misfits: Partial<typeof shape>[] = [
+    { dSae: 16383 }, // W_dec's rows exceed a texture side (with padding)
+    { terms: 17 }, // 17 · 1024 stacked gradient rows
+    { dIn: 770 }, // not whole texels
+    { rows: 4096 }, // [4096, 12288] exceeds 128 MiB
+  ];
+  for (const change of misfits) {
+    if (fits(change)) throw new Error(`should not fit: ${JSON.stringify(change)}`);
+  }
+  if (!fits({ terms: 3, rows: 4096, dSae: 4096 })) throw new Error("3 · 4096 rows fit");
 });
