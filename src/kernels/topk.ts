@@ -4,7 +4,7 @@
  * per segment (ties with the k-th value go to the lowest indices), so at most k·segments outputs
  * are nonzero.
  */
-import { GpuError } from "../gpu/device.ts";
+import { GpuError, type Kernel } from "../gpu/device.ts";
 import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
@@ -28,6 +28,8 @@ const SHORT_ROW_INVOCATIONS = 64;
 
 /** Register-list lengths of `select_rows_scan` (topk_scan.wgsl), one pipeline each. */
 const SCAN_LENGTHS = [8, 16, 32, 64];
+/** ROWS_PER_WORKGROUP in topk_scan.wgsl. */
+const SCAN_ROWS_PER_WORKGROUP = 64;
 
 /** How per-row top-k runs: one invocation per row with a register list, or radix passes. */
 export type RowSelectMethod = "scan" | "radix";
@@ -62,29 +64,23 @@ function checkK(k: number, segLen: number): void {
   }
 }
 
-/** Top-k of every row, one workgroup per row doing all radix passes (`select_rows`). */
+/**
+ * Top-k of every row: one invocation per row keeping a sorted register list (`select_rows_scan`)
+ * for small k, else one workgroup per row doing all radix passes (`select_rows`).
+ */
 function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Tensor {
   const gpu = values.gpu;
   const [rows, segLen] = [values.rows, values.cols];
   checkK(k, segLen);
   if (k === 0) return gpu.zeros(values.shape);
   const method = options.method ?? rowSelectMethod(k, segLen);
-  if (method === "scan") return scanRows(values, k, options);
-  const prefilter = k <= PREFILTER_MAX_K && segLen >= PREFILTER_MIN_LEN;
-  // Rows whose candidates fit workgroup memory write only the kept values into zeros.
-  const out = prefilter ? gpu.zeros(values.shape) : gpu.empty(values.shape);
-  const rowInvocations = prefilter ? 256 : SHORT_ROW_INVOCATIONS;
-  const constants = {
-    K_FROM_BUFFER: options.kLimit ? 1 : 0,
-    RELU_OUTPUT: options.raw ? 0 : 1,
-    PREFILTER: prefilter ? 1 : 0,
-    ROW_WG: rowInvocations,
-  };
-  const kernel = gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants);
+  const { kernel, out, rowsPerWorkgroup } = method === "scan"
+    ? scanKernel(values, k, options)
+    : radixKernel(values, k, options);
   const kLimit = options.kLimit ?? gpu.unusedBinding;
   // Big matrices go in chunks of whole rows.
   for (const c of chunks(gpu, rows, segLen)) {
-    const grid = grid1d(c.count * 256); // one workgroup per row
+    const grid = grid1d(Math.ceil(c.count / rowsPerWorkgroup) * 256); // grid1d counts 256 per group
     gpu.dispatch(
       kernel,
       [bind(values, c), undefined, undefined, bind(out, c), kLimit],
@@ -95,29 +91,43 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   return out;
 }
 
-/** `selectRows` by one invocation per row keeping a sorted register list (`topk_scan.wgsl`). */
-function scanRows(values: Tensor, k: number, options: SelectOptions): Tensor {
+interface RowSelection {
+  kernel: Kernel;
+  out: Tensor;
+  rowsPerWorkgroup: number;
+}
+
+function radixKernel(values: Tensor, k: number, options: SelectOptions): RowSelection {
   const gpu = values.gpu;
-  const [rows, segLen] = [values.rows, values.cols];
+  const prefilter = k <= PREFILTER_MAX_K && values.cols >= PREFILTER_MIN_LEN;
+  const constants = {
+    K_FROM_BUFFER: options.kLimit ? 1 : 0,
+    RELU_OUTPUT: options.raw ? 0 : 1,
+    PREFILTER: prefilter ? 1 : 0,
+    ROW_WG: prefilter ? 256 : SHORT_ROW_INVOCATIONS,
+  };
+  return {
+    kernel: gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants),
+    // Rows whose candidates fit workgroup memory write only the kept values into zeros.
+    out: prefilter ? gpu.zeros(values.shape) : gpu.empty(values.shape),
+    rowsPerWorkgroup: 1,
+  };
+}
+
+function scanKernel(values: Tensor, k: number, options: SelectOptions): RowSelection {
+  const gpu = values.gpu;
   const length = SCAN_LENGTHS.find((n) => n >= k);
   if (length === undefined) {
     throw new GpuError(`top-k scan: k=${k} exceeds ${SCAN_LENGTHS[SCAN_LENGTHS.length - 1]}`);
   }
-  const out = gpu.zeros(values.shape);
   const constants = { K_FROM_BUFFER: options.kLimit ? 1 : 0, RELU_OUTPUT: options.raw ? 0 : 1 };
   const code = wgsl("topk_scan", { SCAN_K: length });
-  const kernel = gpu.kernel(`topk_scan_${length}`, code, "select_rows_scan", constants);
-  const kLimit = options.kLimit ?? gpu.unusedBinding;
-  for (const c of chunks(gpu, rows, segLen)) {
-    const grid = grid1d(c.count * 4); // 64 rows per workgroup, grid1d counts 256
-    gpu.dispatch(
-      kernel,
-      [bind(values, c), undefined, undefined, bind(out, c), kLimit],
-      gatedIf(options.gate, grid),
-      params([c.count, segLen, k, 0, c.shift, 0]),
-    );
-  }
-  return out;
+  return {
+    kernel: gpu.kernel(`topk_scan_${length}`, code, "select_rows_scan", constants),
+    // Only the kept values are written.
+    out: gpu.zeros(values.shape),
+    rowsPerWorkgroup: SCAN_ROWS_PER_WORKGROUP,
+  };
 }
 
 /**
