@@ -1,6 +1,6 @@
 import { matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.ts";
 import { binary } from "../src/kernels/elementwise.ts";
-import { unrollWgsl } from "../src/kernels/source.ts";
+import { unrollWgsl, wgsl } from "../src/kernels/source.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Plain-TypeScript reference: f32 rounding after every multiply and add, k ascending. */
@@ -141,4 +141,22 @@ Deno.test("unrollWgsl repeats marked lines, first variable outermost", () => {
   const out = unrollWgsl("const R = 2u;\nx{i}{j}; // unroll i<R j<3\nend");
   const expected = "const R = 2u;\nx00;\nx01;\nx02;\nx10;\nx11;\nx12;\nend";
   if (out !== expected) throw new Error(`got ${JSON.stringify(out)}`);
+});
+
+Deno.test("wgsl(name, consts) specialises a const before unrolling, and names a missing one", () => {
+  const lines = (length: number) =>
+    wgsl("topk_scan", { SCAN_K: length }).split("\n").filter((l) => l.includes("var key_"));
+  if (lines(8).length !== 8 || lines(16).length !== 16) {
+    throw new Error(`register list lengths ${lines(8).length}, ${lines(16).length}`);
+  }
+  if (!wgsl("topk_scan", { SCAN_K: 16 }).includes("const SCAN_K = 16u;")) {
+    throw new Error("SCAN_K not replaced");
+  }
+  let message = "";
+  try {
+    wgsl("topk_scan", { NO_SUCH_CONST: 1 });
+  } catch (e) {
+    message = String(e);
+  }
+  if (!message.includes("NO_SUCH_CONST")) throw new Error(`no clear error: ${message}`);
 });
