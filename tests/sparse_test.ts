@@ -377,7 +377,10 @@ async function runBackward(
   sparseBackward(acts, {
     wDec: gpu.upload(h.wDec, [h.dSae, h.dIn]),
     saeIn: gpu.upload(h.saeIn, [h.rows, h.dIn]),
-    dPre: gpu.upload(h.dPre, [h.widths.length * h.rows, h.dIn]),
+    dPre: h.widths.map((_, t) => {
+      const size = h.rows * h.dIn;
+      return gpu.upload(h.dPre.slice(t * size, (t + 1) * size), [h.rows, h.dIn]);
+    }),
     widths: h.widths,
     norms: h.norms ? gpu.upload(h.norms, [h.dSae]) : undefined,
     linearPre: gpu.upload(h.linearPre, [h.rows, h.dSae]),
@@ -463,26 +466,31 @@ Deno.test(
   },
 );
 
-Deno.test("sparseBackward rejects zero or more than 8 decoder terms", gpuTest, async () => {
-  const gpu = await testGpu();
-  const acts = compressSelection(gpu.upload(Float32Array.of(1, 0, 0, 2), [2, 2]), 2);
-  const t = (shape: number[]) => gpu.zeros(shape);
-  for (const widths of [[], new Array(9).fill(2)]) {
-    let threw = false;
-    try {
-      sparseBackward(acts, {
-        wDec: t([2, 3]),
-        saeIn: t([2, 3]),
-        dPre: t([Math.max(1, widths.length) * 2, 3]),
-        widths,
-        linearPre: t([2, 2]),
-      }, { dWDec: t([2, 3]), dWEnc: t([3, 2]), dBEnc: t([2]), dNorms: t([2]) });
-    } catch {
-      threw = true;
+Deno.test(
+  "sparseBackward rejects zero or more than 8 decoder terms, and a gradient count unlike the widths",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const acts = compressSelection(gpu.upload(Float32Array.of(1, 0, 0, 2), [2, 2]), 2);
+    const t = (shape: number[]) => gpu.zeros(shape);
+    const cases = [[[], 0], [new Array(9).fill(2), 9], [[2], 2]] as const;
+    for (const [widths, gradients] of cases) {
+      let threw = false;
+      try {
+        sparseBackward(acts, {
+          wDec: t([2, 3]),
+          saeIn: t([2, 3]),
+          dPre: Array.from({ length: gradients }, () => t([2, 3])),
+          widths,
+          linearPre: t([2, 2]),
+        }, { dWDec: t([2, 3]), dWEnc: t([3, 2]), dBEnc: t([2]), dNorms: t([2]) });
+      } catch {
+        threw = true;
+      }
+      if (!threw) throw new Error(`${widths.length} widths, ${gradients} gradients were accepted`);
     }
-    if (!threw) throw new Error(`${widths.length} terms were accepted`);
-  }
-});
+  },
+);
 
 Deno.test("sparseFits: one storage binding per tensor, W_dec and the stacked terms in a texture", () => {
   const limits = { maxBindingBytes: 128 * 2 ** 20, maxTextureSide: 16384 };

@@ -277,8 +277,8 @@ export interface SparseBackwardInputs {
   wDec: Tensor;
   /** The encoder input each row saw ([rows, d_in]). */
   saeIn: Tensor;
-  /** [terms · rows, d_in] gradients w.r.t. each decoder term's output (before b_dec). */
-  dPre: Tensor;
+  /** Per decoder term, the [rows, d_in] gradient w.r.t. its output (before b_dec). */
+  dPre: readonly Tensor[];
   /** Latents below widths[t] feed term t. */
   widths: readonly number[];
   /** Decoder row norms when activations were rescaled by them, else undefined. */
@@ -303,35 +303,33 @@ function bandBounds(widths: readonly number[]): number[] {
 }
 
 /**
- * The decoder-term gradients summed per band of latents. Latents below the same set of term
- * widths see the same terms, so one [rows, d_in] block per distinct width (ascending) replaces
- * one per term, and the kernels read one block per entry. Each band adds its terms in term order,
- * as the kernels did term by term.
+ * The decoder-term gradients summed per band of latents, stacked [bands · rows, d_in]. Latents
+ * below the same set of term widths see the same terms, so one block per distinct width
+ * (ascending) replaces one per term, and the kernels read one block per entry. Each band adds its
+ * terms in term order, as the kernels did term by term. One term is its own band.
  */
 function bandGradients(
-  dPre: Tensor,
+  dPre: readonly Tensor[],
   widths: readonly number[],
-  rows: number,
 ): { bands: Tensor; bounds: number[] } {
   const bounds = bandBounds(widths);
-  if (widths.length === 1) return { bands: dPre, bounds };
-  const gpu = dPre.gpu;
-  const size = rows * dPre.cols;
-  const bands = gpu.empty([bounds.length * rows, dPre.cols]);
-  const term = (t: number) => {
-    const out = gpu.empty([rows, dPre.cols]);
-    gpu.copy(dPre, out, t * size, 0, size);
-    return out;
-  };
+  if (dPre.length !== widths.length) {
+    throw new GpuError(`sparse kernels: ${dPre.length} term gradients for ${widths.length} widths`);
+  }
+  if (dPre.length === 1) return { bands: dPre[0], bounds };
+  const gpu = dPre[0].gpu;
+  const [rows, cols] = dPre[0].shape;
+  const size = rows * cols;
+  const bands = gpu.empty([bounds.length * rows, cols]);
   bounds.forEach((bound, band) => {
     // Latents below `bound` (and not below the band before) lie below every width >= bound.
-    const terms = widths.flatMap((w, t) => (w >= bound ? [t] : []));
-    const sum = term(terms[0]);
-    for (const t of terms.slice(1)) {
-      const next = term(t);
-      binary("add", sum, next, "full", { out: sum });
-      next.dispose();
+    const [first, ...rest] = dPre.filter((_, t) => widths[t] >= bound);
+    if (rest.length === 0) {
+      gpu.copy(first, bands, 0, band * size, size);
+      return;
     }
+    const sum = binary("add", first, rest[0]);
+    for (const next of rest.slice(1)) binary("add", sum, next, "full", { out: sum });
     gpu.copy(sum, bands, 0, band * size, size);
     sum.dispose();
   });
@@ -355,7 +353,7 @@ export function sparseBackward(
 ): void {
   const gpu = inputs.wDec.gpu;
   const dIn = inputs.wDec.cols;
-  const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths, acts.rows);
+  const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths);
   const fields = {
     widths: bounds,
     dIn,
@@ -443,7 +441,7 @@ export function sparseBackward(
     uniforms(fields),
   );
   for (const t of [...Object.values(entry), dispatchArgs]) t.dispose();
-  if (bands !== inputs.dPre) bands.dispose();
+  if (inputs.dPre.length > 1) bands.dispose();
 }
 
 /** Indirect-dispatch arguments covering the latent lists' entries, 64 per workgroup. */
@@ -472,7 +470,7 @@ export function entryDotsDense(
   const dispatchArgs = gpu.empty([3], "u32");
   entryDispatch(acts, dispatchArgs);
   const { offsets, index, owner } = acts.byLatent;
-  const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths, acts.rows);
+  const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths);
   gpu.dispatch(
     gpu.kernel("sparse", wgsl("sparse"), "entry_dots_dense"),
     bindingsOf({
@@ -493,5 +491,5 @@ export function entryDotsDense(
     }),
   );
   dispatchArgs.dispose();
-  if (bands !== inputs.dPre) bands.dispose();
+  if (inputs.dPre.length > 1) bands.dispose();
 }

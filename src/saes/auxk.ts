@@ -125,7 +125,12 @@ export function sparseAuxK(
   const dPre = step.decodeOutputBackward(dRecons);
   if (dense) compactBackward(step, dense, dPre, inputs.linear, dBEnc);
   if (rest) {
-    const lists = { norms: inputs.norms, linearPre: inputs.linear, dPre, widths: [cfg.d_sae] };
+    const lists = {
+      norms: inputs.norms,
+      linearPre: inputs.linear,
+      dPre: [dPre],
+      widths: [cfg.d_sae],
+    };
     step.sparseBackward(rest, lists, dBEnc);
   }
 }

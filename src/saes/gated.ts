@@ -80,7 +80,7 @@ export const gated: Architecture<GatedConfig> = {
       const dPre = step.decodeOutputBackward(dOut);
       step.sparseBackward(
         lists.acts,
-        { dPre, widths: [cfg.d_sae], linearPre: hiddenPre },
+        { dPre: [dPre], widths: [cfg.d_sae], linearPre: hiddenPre },
         dBMag,
         dMagWeight,
       );
@@ -98,7 +98,7 @@ export const gated: Architecture<GatedConfig> = {
     if (lists) {
       const dBGate = step.x.gpu.zeros([cfg.d_sae]);
       const dPre = step.decodeOutputBackward(dAux);
-      const inputs = { dPre, widths: [cfg.d_sae], linearPre: piGate, extraGrad: dL1 };
+      const inputs = { dPre: [dPre], widths: [cfg.d_sae], linearPre: piGate, extraGrad: dL1 };
       step.sparseBackward(lists.gate, inputs, dBGate);
       step.encoderBiasBackward(dBGate, "b_gate");
     } else {

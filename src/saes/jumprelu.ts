@@ -69,12 +69,12 @@ export const jumprelu: Architecture<JumpReluConfig> = {
       grad = step.x.gpu.zeros(hiddenPre.shape);
       const widths = [cfg.d_sae];
       const supportLists = compressSelection(forward.support);
-      entryDotsDense(supportLists, { wDec: params.W_dec, dPre, widths }, grad);
+      entryDotsDense(supportLists, { wDec: params.W_dec, dPre: [dPre], widths }, grad);
       supportRows = supportLists.byLatent;
       finishEncoder = () => {
         const dBEnc = step.x.gpu.zeros([cfg.d_sae]);
         // grad now holds dL/dh: the entries' whole gradient, no decoder dot left to add.
-        const lists = { dPre, widths, linearPre: hiddenPre, extraGrad: grad, dot: false };
+        const lists = { dPre: [dPre], widths, linearPre: hiddenPre, extraGrad: grad, dot: false };
         step.sparseBackward(acts, lists, dBEnc);
         step.encoderBiasBackward(dBEnc, "b_enc");
       };

@@ -57,7 +57,7 @@ export const standard: Architecture<StandardConfig> = {
       const dPre = step.decodeOutputBackward(dOut);
       step.sparseBackward(
         acts,
-        { dPre, widths: [cfg.d_sae], linearPre: hiddenPre, extraGrad: dL1 },
+        { dPre: [dPre], widths: [cfg.d_sae], linearPre: hiddenPre, extraGrad: dL1 },
         dBEnc,
       );
       step.encoderBiasBackward(dBEnc, "b_enc");

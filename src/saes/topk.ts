@@ -147,11 +147,8 @@ function sparseTopKFamily(
     return step.squaredErrorLoss(`inner_mse_loss_${width}`, out, step.x);
   });
 
-  // Every decoder term's gradient before b_dec, stacked [terms · batch, d_in] for one pass.
-  const terms = [dOut, ...dInner];
-  const size = step.batch * cfg.d_in;
-  const dPre = gpu.empty([terms.length * step.batch, cfg.d_in]);
-  terms.forEach((dTerm, t) => gpu.copy(step.decodeOutputBackward(dTerm), dPre, 0, t * size, size));
+  // Every decoder term's gradient before b_dec, for one pass over the lists.
+  const dPre = [dOut, ...dInner].map((dTerm) => step.decodeOutputBackward(dTerm));
   const widths = [cfg.d_sae, ...prefixWidths];
   step.sparseBackward(acts, { norms, linearPre: linear, dPre, widths }, dBEnc);
   step.encoderBiasBackward(dBEnc, "b_enc");
