@@ -22,9 +22,9 @@ struct Params {
   d_in: u32,
   d_sae: u32,
   terms: u32,                   // bands
-  width: u32,
   rows: u32,
   capacity: u32,
+  _pad: u32,                    // to the struct's 64 bytes
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dense: array<f32>;
@@ -191,8 +191,8 @@ fn latent_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 // Each invocation decodes SPAN vec4 columns of one row, `stride` apart: per entry it issues SPAN
-// independent loads of the decoder row, which llvmpipe (one lane at a time for storage loads)
-// overlaps; one column per invocation was twice as slow. Rows of d_in are read as vec4
+// independent fetches of the decoder row, which overlap (one column per invocation was twice as
+// slow). Rows of d_in are read as vec4
 // (d_in % 4 == 0). One output block per width (band bounds, ascending; Matryoshka's prefixes and
 // the full width): entries are sorted by latent, so each width's output is the running sum when
 // the walk reaches it, the same sum a decode stopping there would give.

@@ -79,7 +79,6 @@ interface Fields {
   len?: number;
   dIn?: number;
   dSae?: number;
-  width?: number;
   rows?: number;
   capacity?: number;
 }
@@ -93,9 +92,9 @@ function uniforms(f: Fields): ArrayBuffer {
     f.dIn ?? 0,
     f.dSae ?? 0,
     f.widths?.length ?? 0,
-    f.width ?? 0,
     f.rows ?? 0,
     f.capacity ?? 0,
+    0, // padding to Params' 64 bytes
   ]);
 }
 
