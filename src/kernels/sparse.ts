@@ -182,27 +182,36 @@ export function compressSelection(
 ): SparseActs {
   const [rows, dSae] = dense.shape;
   const size = Math.max(1, capacity);
-  const bits = nonzeroBits(dense, gate);
-  const acts = {
+  return withNonzeroBits(dense, gate, (bits) => ({
     rows,
     dSae,
     capacity: size,
     byRow: listsFromBits(dense, bits, size, "rows", gate),
     byLatent: listsFromBits(dense, bits, size, "latents", gate),
     gate,
-  };
-  bits.rowBits.dispose();
-  bits.colBits.dispose();
-  return acts;
+  }));
 }
 
 /** Just the row lists of `compressSelection`, for callers that never walk latents. */
 export function compressRows(dense: Tensor, capacity = dense.size): SparseLists {
-  const bits = nonzeroBits(dense);
-  const lists = listsFromBits(dense, bits, Math.max(1, capacity), "rows", undefined);
+  return withNonzeroBits(
+    dense,
+    undefined,
+    (bits) => listsFromBits(dense, bits, Math.max(1, capacity), "rows", undefined),
+  );
+}
+
+/** `build` from the nonzero bit masks of `dense`, which are released after it has recorded. */
+function withNonzeroBits<T>(
+  dense: Tensor,
+  gate: Gate | undefined,
+  build: (bits: { rowBits: Tensor; colBits: Tensor }) => T,
+): T {
+  const bits = nonzeroBits(dense, gate);
+  const built = build(bits);
   bits.rowBits.dispose();
   bits.colBits.dispose();
-  return lists;
+  return built;
 }
 
 /** Column sums of the selection ([d_sae]) from its latent lists; equal to `reduceCols` bit for bit. */
