@@ -40,7 +40,7 @@ struct Params {
 @group(0) @binding(7) var w_dec: texture_2d<f32>;                       // [d_sae, d_in / 4]
 @group(0) @binding(8) var<storage, read> norms: array<f32>;            // [d_sae]
 @group(0) @binding(9) var<storage, read_write> out4: array<vec4<f32>>;
-@group(0) @binding(10) var d_pre: texture_2d<f32>;                      // [terms · rows, d_in / 4]
+@group(0) @binding(10) var d_pre: texture_2d<f32>;                      // [bands · rows, d_in / 4]
 @group(0) @binding(11) var<storage, read_write> entry_grad: array<f32>;    // [capacity]
 @group(0) @binding(12) var sae_in: texture_2d<f32>;                     // [rows, d_in / 4]
 @group(0) @binding(13) var<storage, read> linear_pre: array<f32>;      // [rows, d_sae]
