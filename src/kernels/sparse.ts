@@ -100,8 +100,8 @@ function uniforms(f: Fields): ArrayBuffer {
 
 /**
  * Whether the sparse step fits the device (else use dense): every tensor it binds fits one
- * storage binding, and W_dec, the decoder-term gradients stacked by band (at most `terms`) and the encoder input
- * fit a texture (`texelRows`, up to 2 texels of padding per side).
+ * storage binding, and W_dec, the decoder-term gradients stacked by band (at most `terms`) and
+ * the encoder input fit a texture (`texelRows`, up to 2 texels of padding per side).
  */
 export function sparseFits(
   limits: { maxBindingBytes: number; maxTextureSide: number },
