@@ -66,6 +66,9 @@ override EXTRA_PER_LATENT: bool = false;
 override LATENT_LISTS: bool = false;
 // The reconstruction's dL/df is computed per entry (false: extra_grad holds all of it).
 override DOT: bool = true;
+// latent_backward is the first to write dW_dec and dW_enc: it stores every latent's row and
+// column (zeros for an empty list) instead of adding to them, which saves reading them back.
+override OVERWRITE: bool = false;
 
 fn band_bound(b: u32) -> u32 {
   return p.widths[b / 4u][b % 4u];
@@ -298,13 +301,22 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // One workgroup per (latent j, 64 invocations), each invocation LATENT_SPAN vec4 columns of d_in
 // `stride` apart (independent loads in flight, as in decode): the W_dec row and W_enc column
 // gradients of j's entries, plus b_enc and decoder-norm sums. Gradients accumulate (+=) into
-// zero-initialised tensors, so several calls (main and auxiliary selections) add up.
+// zero-initialised tensors, so several calls (main and auxiliary selections) add up, unless
+// OVERWRITE.
 const LATENT_SPAN = 4u;
 
 fn add_latent_grads(j: u32, column: u32, dec: vec4<f32>, enc: vec4<f32>) {
   let d_in4 = p.d_in / 4u;
-  dw_dec4[j * d_in4 + column] += dec;
   let at = 4u * column * p.d_sae + j;
+  if (OVERWRITE) {
+    dw_dec4[j * d_in4 + column] = dec;
+    dw_enc[at] = enc.x;
+    dw_enc[at + p.d_sae] = enc.y;
+    dw_enc[at + 2u * p.d_sae] = enc.z;
+    dw_enc[at + 3u * p.d_sae] = enc.w;
+    return;
+  }
+  dw_dec4[j * d_in4 + column] += dec;
   dw_enc[at] += enc.x;
   dw_enc[at + p.d_sae] += enc.y;
   dw_enc[at + 2u * p.d_sae] += enc.z;
@@ -324,7 +336,7 @@ fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   let start = offsets[j];
   let end = min(offsets[j + 1u], p.capacity);
   // Nothing to add (most latents of the auxiliary selection): skip the scattered W_enc writes.
-  if (start >= end) { return; }
+  if (start >= end && !OVERWRITE) { return; }
   // Columns past the row read its last one (valid memory) and are not stored.
   let col_{m} = min(i + {m}u * stride, d_in4 - 1u);  // unroll m<LATENT_SPAN
   var acc_dec_{m} = vec4<f32>();  // unroll m<LATENT_SPAN

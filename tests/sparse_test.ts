@@ -363,6 +363,7 @@ async function runBackward(
   gpu: Gpu,
   h: BackwardHost,
   initial: Grads,
+  overwrite: boolean,
 ): Promise<Float32Array[]> {
   const acts: SparseActs = compressSelection(
     gpu.upload(h.dense, [h.rows, h.dSae]),
@@ -384,7 +385,7 @@ async function runBackward(
     widths: h.widths,
     norms: h.norms ? gpu.upload(h.norms, [h.dSae]) : undefined,
     linearPre: gpu.upload(h.linearPre, [h.rows, h.dSae]),
-  }, outputs);
+  }, { ...outputs, overwrite });
   return await gpu.readMany([outputs.dWDec, outputs.dWEnc, outputs.dBEnc, outputs.dNorms]);
 }
 
@@ -400,6 +401,8 @@ Deno.test(
       widths: number[];
       norms: boolean;
       accumulate: boolean;
+      /** dW_dec and dW_enc start as garbage and are stored, not added to (empty lists too). */
+      overwrite?: boolean;
     }[] = [
       { rows: 1, dIn: 4, dSae: 1, widths: [1], norms: false, accumulate: false },
       { rows: 1, dIn: 4, dSae: 1, widths: [1], norms: true, accumulate: true },
@@ -419,6 +422,17 @@ Deno.test(
         accumulate: false,
       },
       { rows: 33, dIn: 256, dSae: 97, widths: [97], norms: false, accumulate: true },
+      // Most of the 40 latent lists are empty at 6 rows.
+      { rows: 6, dIn: 300, dSae: 40, widths: [40], norms: true, accumulate: true, overwrite: true },
+      {
+        rows: 24,
+        dIn: 48,
+        dSae: 40,
+        widths: [40],
+        norms: false,
+        accumulate: true,
+        overwrite: true,
+      },
     ];
     for (const [n, c] of cases.entries()) {
       const { rows, dIn, dSae, widths } = c;
@@ -449,10 +463,15 @@ Deno.test(
           dBEnc: new Float64Array(dSae),
           dNorms: new Float64Array(dSae),
         };
-      const expected = referenceBackward(h, initial);
-      const [dWDec, dWEnc, dBEnc, dNorms] = await runBackward(gpu, h, initial);
+      const expected = referenceBackward(
+        h,
+        c.overwrite
+          ? { ...initial, dWDec: new Float64Array(dSae * dIn), dWEnc: new Float64Array(dIn * dSae) }
+          : initial,
+      );
+      const [dWDec, dWEnc, dBEnc, dNorms] = await runBackward(gpu, h, initial, !!c.overwrite);
       const what = `${rows}x${dIn}x${dSae} widths [${widths}] norms ${c.norms} ` +
-        `accumulate ${c.accumulate}`;
+        `accumulate ${c.accumulate} overwrite ${!!c.overwrite}`;
       assertCloseScaled(dWDec, expected.dWDec, `${what} dW_dec`);
       assertCloseScaled(dWEnc, expected.dWEnc, `${what} dW_enc`);
       assertCloseScaled(dBEnc, expected.dBEnc, `${what} db_enc`);

@@ -351,6 +351,12 @@ export interface SparseBackwardOutputs {
   dBEnc: Tensor;
   /** dL/d‖W_dec[j]‖ ([d_sae]); untouched without rescaling. */
   dNorms: Tensor;
+  /**
+   * No gradient has reached dWDec and dWEnc yet: store every latent's row and column (zeros for
+   * empty lists) instead of adding, which saves reading them back. Under a closed gate nothing is
+   * stored, so they must still start zeroed.
+   */
+  overwrite?: boolean;
 }
 
 /** Adds the W_dec, W_enc, b_enc and decoder-norm gradients of the selected entries. */
@@ -430,7 +436,10 @@ export function sparseBackward(
   // Workgroups of 64 invocations per latent, each invocation LATENT_SPAN vec4 columns.
   const slices = groups(Math.ceil(dIn / 4 / LATENT_SPAN), 64);
   gpu.dispatch(
-    gpu.kernel("sparse", code, "latent_backward", rescale),
+    gpu.kernel("sparse", code, "latent_backward", {
+      ...rescale,
+      OVERWRITE: outputs.overwrite ? 1 : 0,
+    }),
     bound([
       "offsets",
       "index",

@@ -131,7 +131,7 @@ export function sparseAuxK(
       dPre: [dPre],
       widths: [cfg.d_sae],
     };
-    step.sparseBackward(rest, lists, dBEnc);
+    step.sparseBackward(rest, lists, { dBEnc });
   }
 }
 

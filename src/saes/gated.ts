@@ -81,8 +81,7 @@ export const gated: Architecture<GatedConfig> = {
       step.sparseBackward(
         lists.acts,
         { dPre: [dPre], widths: [cfg.d_sae], linearPre: hiddenPre },
-        dBMag,
-        dMagWeight,
+        { dBEnc: dBMag, dWEnc: dMagWeight, first: true },
       );
       step.encoderBiasBackward(dBMag, "b_mag", magWeight);
     } else {
@@ -99,7 +98,7 @@ export const gated: Architecture<GatedConfig> = {
       const dBGate = step.x.gpu.zeros([cfg.d_sae]);
       const dPre = step.decodeOutputBackward(dAux);
       const inputs = { dPre: [dPre], widths: [cfg.d_sae], linearPre: piGate, extraGrad: dL1 };
-      step.sparseBackward(lists.gate, inputs, dBGate);
+      step.sparseBackward(lists.gate, inputs, { dBEnc: dBGate });
       step.encoderBiasBackward(dBGate, "b_gate");
     } else {
       const dGate = step.decoderBackward(gateActs, dAux);

@@ -58,7 +58,7 @@ export const standard: Architecture<StandardConfig> = {
       step.sparseBackward(
         acts,
         { dPre: [dPre], widths: [cfg.d_sae], linearPre: hiddenPre, extraGrad: dL1 },
-        dBEnc,
+        { dBEnc, first: true },
       );
       step.encoderBiasBackward(dBEnc, "b_enc");
     } else {

@@ -276,13 +276,17 @@ export class TrainStep {
    * The sparse counterpart of decoderBackward + encoderBackward for compressed activations:
    * adds W_dec, encoder-weight (into `dWEnc`, by default grads.W_enc) and decoder-norm gradients
    * of the entries and their bias share into `dBEnc` (zero-initialised, [d_sae]; pass it to
-   * encoderBiasBackward once every selection has added to it).
+   * encoderBiasBackward once every selection has added to it). `first`: nothing has reached
+   * grads.W_dec or `dWEnc` in this step yet, so their gradients are stored rather than added.
    */
   sparseBackward(
     acts: SparseActs,
     inputs: Omit<SparseBackwardInputs, "wDec" | "saeIn">,
-    dBEnc: Tensor,
-    dWEnc: Tensor = this.grads.W_enc,
+    { dBEnc, dWEnc = this.grads.W_enc, first = false }: {
+      dBEnc: Tensor;
+      dWEnc?: Tensor;
+      first?: boolean;
+    },
   ): void {
     sparseBackward(acts, { ...inputs, wDec: this.params.W_dec, saeIn: this.saeIn }, {
       dWDec: this.grads.W_dec,
@@ -290,6 +294,7 @@ export class TrainStep {
       dBEnc,
       // The kernels add to the norms' gradient only when activations were divided by them.
       dNorms: inputs.norms ? this.decoderNormGrad : this.normGrad,
+      overwrite: first,
     });
   }
 

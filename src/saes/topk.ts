@@ -150,7 +150,7 @@ function sparseTopKFamily(
   // Every decoder term's gradient before b_dec, for one pass over the lists.
   const dPre = [dOut, ...dInner].map((dTerm) => step.decodeOutputBackward(dTerm));
   const widths = [cfg.d_sae, ...prefixWidths];
-  step.sparseBackward(acts, { norms, linearPre: linear, dPre, widths }, dBEnc);
+  step.sparseBackward(acts, { norms, linearPre: linear, dPre, widths }, { dBEnc });
   step.encoderBiasBackward(dBEnc, "b_enc");
   return saeOut;
 }
