@@ -108,34 +108,52 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Ap holds op(A) as [M, K/4] texels, Bp holds op(B) as [K, N/4] texels, both zero beyond K, so the
 // inner loop needs no bounds checks. Cout is a window of C; output (m, n) of this block lives at
 // c_offset + m * ldc + n of it.
-// With has_bias, bias[bias_offset + n] is added to output column n after the product (and after
-// the accumulation), the same roundings as adding it in a separate pass: a bias epilogue for
-// the encoder's x·W_enc + b_enc that saves a pass over [batch, d_sae].
+// The block's output (m, n) is (row0 + m, col0 + n) of the whole product.
+// With has_bias, bias[col0 + n] is added to output column n after the product (and after the
+// accumulation), the same roundings as adding it in a separate pass: a bias epilogue for the
+// encoder's x·W_enc + b_enc that saves a pass over [batch, d_sae].
+// With has_masks, the bit masks of the positive outputs (as stored) go into row_masks and
+// col_masks in the layout of compress_bits (kernels/sparse.wgsl), which then need not read the
+// product again: bit b of row_masks[R * row_words + w] is output (R, 32w + b) > 0, bit b of
+// col_masks[N' * col_words + w] is output (32w + b, N') > 0, for rows R and columns N' of the
+// whole product. An invocation's
+// 32 x 32 outputs are one whole word per row and per column (row0 and col0 are multiples of
+// 32), so plain stores do; words past the product's edge are not written.
 struct TiledParams {
   M: u32, N: u32, K4: u32, ldc: u32, c_offset: u32, accumulate: u32, has_bias: u32,
-  bias_offset: u32, alpha: f32,
+  col0: u32, has_masks: u32, row0: u32, row_words: u32, col_words: u32, alpha: f32,
 }
 @group(0) @binding(0) var<uniform> tp: TiledParams;
 @group(0) @binding(1) var Ap: texture_2d<f32>;
 @group(0) @binding(2) var Bp: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read_write> Cout: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> row_masks: array<u32>;
+@group(0) @binding(6) var<storage, read_write> col_masks: array<u32>;
 
 const ROWS = 32u;  // rows of C per invocation
 const COLS4 = 8u;  // vec4 column groups of C per invocation
 const TILED_WORKGROUP = 8u;
 
-// One guarded scalar store per output. Each storage access becomes a loop over SIMD lanes in
-// llvmpipe, and the 1024 stores written out below are most of this kernel's compile time (~10 s
-// with these; ~14 s when this function looped over a vec4's components).
-fn store(row: u32, col: u32, v: f32, b: f32) {
+// One guarded scalar store per output, returning what it stored (0 outside the block). Each
+// storage access becomes a loop over SIMD lanes in llvmpipe, and the 1024 stores written out
+// below are most of this kernel's compile time (~10 s with these; ~14 s when this function looped
+// over a vec4's components).
+fn store(row: u32, col: u32, v: f32, b: f32) -> f32 {
   if (row < tp.M && col < tp.N) {
     let index = tp.c_offset + row * tp.ldc + col;
     var out = tp.alpha * v;
     if (tp.accumulate != 0u) { out = Cout[index] + out; }
     if (tp.has_bias != 0u) { out = out + b; }
     Cout[index] = out;
+    return out;
   }
+  return 0.0;
+}
+
+// 1 where v > 0, per component.
+fn positive(v: vec4<f32>) -> vec4<u32> {
+  return select(vec4<u32>(), vec4<u32>(1u), v > vec4<f32>());
 }
 
 // bias for 4 output columns from `col` (zero past N or without a bias).
@@ -143,7 +161,7 @@ fn bias4(col: u32) -> vec4<f32> {
   var b = vec4<f32>();
   if (tp.has_bias != 0u) {
     for (var c = 0u; c < 4u; c++) {
-      if (col + c < tp.N) { b[c] = bias[tp.bias_offset + col + c]; }
+      if (col + c < tp.N) { b[c] = bias[tp.col0 + col + c]; }
     }
   }
   return b;
@@ -170,8 +188,21 @@ fn tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let col_{j} = 4u * (col4_base + {j}u);  // unroll j<COLS4
   let bias_{j} = bias4(col_{j});  // unroll j<COLS4
-  store(row_base + {i}u, col_{j}, acc_{i}_{j}.x, bias_{j}.x);  // unroll i<ROWS j<COLS4
-  store(row_base + {i}u, col_{j} + 1u, acc_{i}_{j}.y, bias_{j}.y);  // unroll i<ROWS j<COLS4
-  store(row_base + {i}u, col_{j} + 2u, acc_{i}_{j}.z, bias_{j}.z);  // unroll i<ROWS j<COLS4
-  store(row_base + {i}u, col_{j} + 3u, acc_{i}_{j}.w, bias_{j}.w);  // unroll i<ROWS j<COLS4
+  let out_{i}_{j} = vec4<f32>(store(row_base + {i}u, col_{j}, acc_{i}_{j}.x, bias_{j}.x), store(row_base + {i}u, col_{j} + 1u, acc_{i}_{j}.y, bias_{j}.y), store(row_base + {i}u, col_{j} + 2u, acc_{i}_{j}.z, bias_{j}.z), store(row_base + {i}u, col_{j} + 3u, acc_{i}_{j}.w, bias_{j}.w));  // unroll i<ROWS j<COLS4
+  if (tp.has_masks == 0u) { return; }
+  // Row i's word: column 4j + c is bit 4j + c; column 4j + c's word: row i is bit i.
+  var row_word_{i} = 0u;  // unroll i<ROWS
+  var col_word_{j} = vec4<u32>();  // unroll j<COLS4
+  row_word_{i} |= dot(positive(out_{i}_{j}), vec4<u32>(1u, 2u, 4u, 8u)) << (4u * {j}u);  // unroll i<ROWS j<COLS4
+  col_word_{j} |= positive(out_{i}_{j}) << vec4<u32>({i}u);  // unroll i<ROWS j<COLS4
+  // Invocations past the block's edge own no words (theirs would alias the next row's or column's).
+  if (row_base >= tp.M || 4u * col4_base >= tp.N) { return; }
+  let global_row = tp.row0 + row_base;
+  let global_col = tp.col0 + 4u * col4_base;
+  if (row_base + {i}u < tp.M) { row_masks[(global_row + {i}u) * tp.row_words + global_col / 32u] = row_word_{i}; }  // unroll i<ROWS
+  let col_at_{j} = (global_col + 4u * {j}u) * tp.col_words + global_row / 32u;  // unroll j<COLS4
+  if (col_{j} < tp.N) { col_masks[col_at_{j}] = col_word_{j}.x; }  // unroll j<COLS4
+  if (col_{j} + 1u < tp.N) { col_masks[col_at_{j} + tp.col_words] = col_word_{j}.y; }  // unroll j<COLS4
+  if (col_{j} + 2u < tp.N) { col_masks[col_at_{j} + 2u * tp.col_words] = col_word_{j}.z; }  // unroll j<COLS4
+  if (col_{j} + 3u < tp.N) { col_masks[col_at_{j} + 3u * tp.col_words] = col_word_{j}.w; }  // unroll j<COLS4
 }

@@ -69,6 +69,8 @@ override DOT: bool = true;
 // latent_backward is the first to write dW_dec and dW_enc: it stores every latent's row and
 // column (zeros for an empty list) instead of adding to them, which saves reading them back.
 override OVERWRITE: bool = false;
+// compress_bits keeps positive entries only (the masks of a pre-activation's ReLU).
+override POSITIVE: bool = false;
 
 fn band_bound(b: u32) -> u32 {
   return p.widths[b / 4u][b % 4u];
@@ -85,9 +87,10 @@ fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * size + lid;
 }
 
-// Bit masks of the nonzeros, both ways, from one read of the dense matrix: bit b of
-// col_bits[j * col_words + w] is dense[32w + b, j] != 0, bit b of row_bits[r * row_words + w] is
-// dense[r, 32w + b] != 0. The row words are zeroed by the caller and ORed atomically (integer
+// Bit masks of the nonzeros (POSITIVE: the entries > 0), both ways, from one read of the dense
+// matrix: bit b of col_bits[j * col_words + w] is dense[32w + b, j] != 0, bit b of
+// row_bits[r * row_words + w] is dense[r, 32w + b] != 0. The tiled GEMM (matmul.wgsl) can write
+// the same masks of its positive outputs. The row words are zeroed by the caller and ORed atomically (integer
 // atomics: the result does not depend on their order).
 @compute @workgroup_size(64)
 fn compress_bits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -100,9 +103,11 @@ fn compress_bits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   let w = id / p.d_sae;
   let row_words = (p.d_sae + 31u) / 32u;
   var bits = 0u;
-  for (var b = 0u; b < 32u; b++) {
+  let rows = min(32u, p.rows - 32u * w);
+  for (var b = 0u; b < rows; b++) {
     let r = 32u * w + b;
-    if (r < p.rows && dense[r * p.d_sae + j] != 0.0) {
+    let v = dense[r * p.d_sae + j];
+    if (select(v != 0.0, v > 0.0, POSITIVE)) {
       bits |= 1u << b;
       atomicOr(&row_bits[r * row_words + j / 32u], 1u << (j % 32u));
     }

@@ -1,6 +1,7 @@
 import { matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.ts";
 import { binary } from "../src/kernels/elementwise.ts";
 import { unrollWgsl, wgsl } from "../src/kernels/source.ts";
+import { deepStrictEqual } from "node:assert/strict";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Plain-TypeScript reference: f32 rounding after every multiply and add, k ascending. */
@@ -121,6 +122,56 @@ Deno.test(
       const fused = await matmulWith(a, b, { bias }, internals).read();
       const twoPass = await binary("add", matmulWith(a, b, {}, internals), bias, "perCol").read();
       assertClose(fused, twoPass, { rtol: 0, atol: 0, what: `${JSON.stringify(internals)}` });
+    }
+  },
+);
+
+/** Host masks of C's positive entries in compress_bits' layout (row words, then column words). */
+function positiveMasks(c: Float32Array, M: number, N: number): [Uint32Array, Uint32Array] {
+  const rowWords = Math.ceil(N / 32), colWords = Math.ceil(M / 32);
+  const rowBits = new Uint32Array(M * rowWords), colBits = new Uint32Array(N * colWords);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      if (!(c[m * N + n] > 0)) continue;
+      rowBits[m * rowWords + (n >> 5)] |= 1 << (n & 31);
+      colBits[n * colWords + (m >> 5)] |= 1 << (m & 31);
+    }
+  }
+  return [rowBits, colBits];
+}
+
+Deno.test(
+  "matmul's positive masks match the product it stored, on either path and over split blocks",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const cases: [MatmulInternals, [number, number, number]][] = [
+      [{ path: "simple" }, [9, 40, 6]],
+      [{ path: "tiled" }, [140, 150, 40]],
+      [{ path: "tiled" }, [64, 96, 12]],
+      // K in three chunks (masks after the last), M in blocks of 32 rows, N in blocks of 128.
+      [{ path: "tiled", maxTextureSide: 40 }, [100, 300, 90]],
+    ];
+    for (const [internals, [M, N, K]] of cases) {
+      const a = gpu.upload(randomArray(M * K, 11), [M, K]);
+      const b = gpu.upload(randomArray(K * N, 12), [K, N]);
+      const bias = gpu.upload(randomArray(N, 13));
+      // Every word must be written: they start as all ones.
+      const garbage = (n: number) => gpu.upload(new Uint32Array(n).fill(0xffffffff));
+      const masks = {
+        rowBits: garbage(M * Math.ceil(N / 32)),
+        colBits: garbage(N * Math.ceil(M / 32)),
+      };
+      const c = matmulWith(a, b, { bias, positiveMasks: masks }, internals);
+      const [product, rowBits, colBits] = await gpu.readMany([c, masks.rowBits, masks.colBits]);
+      const [expectedRows, expectedCols] = positiveMasks(product, M, N);
+      const what = `${JSON.stringify(internals)} ${M}x${N}x${K}`;
+      const words = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
+      deepStrictEqual(words(rowBits), expectedRows, `${what} row masks`);
+      deepStrictEqual(words(colBits), expectedCols, `${what} column masks`);
+      if (!expectedRows.some((w) => w !== 0) || expectedRows.every((w) => w === 0xffffffff)) {
+        throw new Error(`${what}: the product should be partly positive`);
+      }
     }
   },
 );

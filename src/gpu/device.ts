@@ -196,8 +196,13 @@ export class Gpu {
   /** Allocates a tensor filled with zeros. */
   zeros(shape: readonly number[], dtype: DType = "f32"): Tensor {
     const t = this.empty(shape, dtype);
-    this.commandEncoder().clearBuffer(t.buffer);
+    this.clear(t);
     return t;
+  }
+
+  /** Zeroes a tensor, in order with the work recorded around it. */
+  clear(t: Tensor): void {
+    this.commandEncoder().clearBuffer(t.buffer);
   }
 
   /** Uploads host data into a new tensor. */

@@ -10,6 +10,7 @@ import { type Gpu, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
+import { fillNonzeroBits, type NonzeroBits } from "./sparse.ts";
 import {
   alignDown,
   BINDING_ALIGN_BYTES,
@@ -31,6 +32,11 @@ export interface MatmulOptions {
   out?: Tensor;
   /** [N] added to every row of the product (the encoder bias); not with accumulateInto. */
   bias?: Tensor;
+  /**
+   * Also fill these masks of the result's positive entries (a ReLU's nonzeros, for
+   * `compressSelection`): written by the tiled kernel as it stores, else by a pass over C.
+   */
+  positiveMasks?: NonzeroBits;
 }
 
 /** Knobs for tests and benchmarks; training code never sets them. */
@@ -87,8 +93,22 @@ export function matmulWith(
     const workgroups = [groups(N, 32), groups(M, 32)] as const;
     gpu.dispatch(kernel, [a, b, c], workgroups, params([M, N, K], [alpha]));
     if (options.bias) binary("add", c, options.bias, "perCol", { out: c });
+    if (options.positiveMasks) fillNonzeroBits(c, options.positiveMasks, { positive: true });
   } else {
-    const product = { a, b, c, M, N, K, transA, transB, alpha, accumulate, bias: options.bias };
+    const product = {
+      a,
+      b,
+      c,
+      M,
+      N,
+      K,
+      transA,
+      transB,
+      alpha,
+      accumulate,
+      bias: options.bias,
+      masks: options.positiveMasks,
+    };
     tiledMatmul(gpu, product, {
       maxBinding,
       maxTextureSide: internals.maxTextureSide ?? gpu.limits.maxTextureDimension2D,
@@ -123,6 +143,14 @@ interface Product {
   alpha: number;
   accumulate: boolean;
   bias?: Tensor;
+  masks?: NonzeroBits;
+}
+
+/** Mask words cover 32 rows or columns: with masks, blocks of C start at multiples of this. */
+const MASK_WORD = 32;
+
+function alignDownTo(n: number, multiple: number): number {
+  return Math.floor(n / multiple) * multiple;
 }
 
 /**
@@ -139,7 +167,9 @@ function tiledMatmul(
   const side = limits.maxTextureSide - 2;
   // Bp has 4*ceil(k/4) texel rows; Ap has ceil(k/4) texel columns.
   const kChunk = Math.min(p.K, Math.floor(side / 4) * 4);
-  const nBlock = Math.min(p.N, 4 * side);
+  // Mask words must not straddle blocks.
+  const align = p.masks ? MASK_WORD : 1;
+  const nBlock = Math.min(p.N, alignDownTo(4 * side, align));
   // A C block of m rows spans (m-1)*N + nBlock elements after its aligned start.
   const rowsPerBinding = Math.floor(
     (limits.maxBinding - BINDING_ALIGN_BYTES - 4 * nBlock) / (4 * p.N),
@@ -150,7 +180,8 @@ function tiledMatmul(
     // Equal blocks, whole tiles where possible, so no block is a thin remainder.
     const blocks = Math.ceil(p.M / mBlock);
     const even = Math.ceil(Math.ceil(p.M / blocks) / TILE) * TILE;
-    mBlock = even <= mBlock ? even : mBlock;
+    mBlock = even <= mBlock ? even : alignDownTo(mBlock, align);
+    if (mBlock < 1) throw new GpuError(`matmul: ${align} rows of C exceed a binding`);
   }
   const pack = gpu.kernel("matmul", wgsl("matmul"), "pack");
   // Accumulation is a uniform, not an override: each variant of this kernel is another long
@@ -160,7 +191,8 @@ function tiledMatmul(
     const kc = Math.min(kChunk, p.K - k0);
     const accumulate = p.accumulate || k0 > 0;
     // The bias goes in after the last K chunk has accumulated, as a separate add would.
-    const withBias = p.bias !== undefined && k0 + kc >= p.K;
+    const withLastK = k0 + kc >= p.K;
+    const withBias = p.bias !== undefined && withLastK;
     for (let m0 = 0; m0 < p.M; m0 += mBlock) {
       const mc = Math.min(mBlock, p.M - m0);
       const aTexture = packedTexture(gpu, "matmul A", Math.ceil(kc / 4), mc);
@@ -183,17 +215,21 @@ function tiledMatmul(
         const first = m0 * p.N + n0;
         const base = alignDown(first);
         const end = (m0 + mc - 1) * p.N + n0 + nc;
+        const cWindow = { buffer: p.c.buffer, offset: 4 * base, size: 4 * (end - base) };
+        // Without masks their bindings go unwritten: C's window (writable already) stands in.
+        const masks = p.masks
+          ? [{ buffer: p.masks.rowBits.buffer }, { buffer: p.masks.colBits.buffer }]
+          : [cWindow, cWindow];
         record(
           gpu,
           tiled,
           [
             { binding: 1, resource: aTexture.createView() },
             { binding: 2, resource: bTexture.createView() },
-            {
-              binding: 3,
-              resource: { buffer: p.c.buffer, offset: 4 * base, size: 4 * (end - base) },
-            },
+            { binding: 3, resource: cWindow },
             { binding: 4, resource: { buffer: (p.bias ?? gpu.unusedBinding).buffer } },
+            { binding: 5, resource: masks[0] },
+            { binding: 6, resource: masks[1] },
           ],
           [groups(nc, TILE), groups(mc, TILE)],
           params(
@@ -206,6 +242,11 @@ function tiledMatmul(
               accumulate ? 1 : 0,
               withBias ? 1 : 0,
               n0,
+              // Masks describe the finished product: the last K chunk writes them.
+              p.masks && withLastK ? 1 : 0,
+              m0,
+              Math.ceil(p.N / MASK_WORD),
+              Math.ceil(p.M / MASK_WORD),
             ],
             [p.alpha],
           ),

@@ -3,7 +3,7 @@
  * most `capacity` nonzeros is compressed into row lists (for decoding) and latent lists (for
  * gradients), so decoding and every gradient cost O(nonzeros · d_in) rather than dense GEMMs.
  */
-import { type Binding, GpuError } from "../gpu/device.ts";
+import { type Binding, type Gpu, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
@@ -112,10 +112,29 @@ export function sparseFits(
     dIn % 4 === 0 && Math.max(dIn / 4, dSae, rows * terms) <= side;
 }
 
+/**
+ * Bit masks of a [rows, d_sae] matrix's nonzeros by row and by latent (`compress_bits` in
+ * kernels/sparse.wgsl has the layout): what the lists are built from.
+ */
+export interface NonzeroBits {
+  /** [rows · ceil(d_sae / 32)] */
+  rowBits: Tensor;
+  /** [d_sae · ceil(rows / 32)] */
+  colBits: Tensor;
+}
+
+/** Uninitialised masks for a [rows, dSae] matrix (for the tiled GEMM to fill). */
+export function emptyNonzeroBits(gpu: Gpu, rows: number, dSae: number): NonzeroBits {
+  return {
+    rowBits: gpu.empty([rows * Math.ceil(dSae / 32)], "u32"),
+    colBits: gpu.empty([dSae * Math.ceil(rows / 32)], "u32"),
+  };
+}
+
 /** Lists over one axis from its bit masks: counts, their prefix sums, then the entries. */
 function listsFromBits(
   dense: Tensor,
-  bits: { rowBits: Tensor; colBits: Tensor },
+  bits: NonzeroBits,
   capacity: number,
   axis: "rows" | "latents",
   gate: Gate | undefined,
@@ -153,36 +172,41 @@ function listsFromBits(
   return out;
 }
 
-/** Bit masks of a [rows, d_sae] matrix's nonzeros by row and by latent, from one read of it. */
-function nonzeroBits(dense: Tensor, gate?: Gate): { rowBits: Tensor; colBits: Tensor } {
+/**
+ * Fills `bits` with the masks of a [rows, d_sae] matrix's nonzeros (`positive`: of its entries
+ * above zero), from one read of it.
+ */
+export function fillNonzeroBits(
+  dense: Tensor,
+  bits: NonzeroBits,
+  { gate, positive = false }: { gate?: Gate; positive?: boolean } = {},
+): void {
   const gpu = dense.gpu;
   const [rows, dSae] = dense.shape;
-  const bits = {
-    rowBits: gpu.zeros([rows * Math.ceil(dSae / 32)], "u32"),
-    colBits: gpu.empty([dSae * Math.ceil(rows / 32)], "u32"),
-  };
+  gpu.clear(bits.rowBits); // ORed into
   gpu.dispatch(
-    gpu.kernel("sparse", wgsl("sparse"), "compress_bits"),
+    gpu.kernel("sparse", wgsl("sparse"), "compress_bits", { POSITIVE: positive ? 1 : 0 }),
     bindingsOf({ dense, ...bits }),
     gatedIf(gate, grid1d(dSae * Math.ceil(rows / 32) * 4)), // 64 per workgroup, grid1d counts 256
     uniforms({ rows, dSae }),
   );
-  return bits;
 }
 
 /**
  * Row and latent lists of a [rows, d_sae] matrix's nonzeros. `capacity` must bound them (top-k
  * selection keeps exactly k per segment; by default every element may be nonzero); entries past
  * it would be dropped. With a gate the lists stay empty (and `dense` unread) unless it opens.
+ * `bits`: the nonzeros' masks, already made (the encoder GEMM writes them); they are released.
  */
 export function compressSelection(
   dense: Tensor,
   capacity = dense.size,
   gate?: Gate,
+  bits?: NonzeroBits,
 ): SparseActs {
   const [rows, dSae] = dense.shape;
   const size = Math.max(1, capacity);
-  return withNonzeroBits(dense, gate, (bits) => ({
+  return withNonzeroBits(dense, gate, bits, (bits) => ({
     rows,
     dSae,
     capacity: size,
@@ -197,17 +221,26 @@ export function compressRows(dense: Tensor, capacity = dense.size): SparseLists 
   return withNonzeroBits(
     dense,
     undefined,
+    undefined,
     (bits) => listsFromBits(dense, bits, Math.max(1, capacity), "rows", undefined),
   );
 }
 
-/** `build` from the nonzero bit masks of `dense`, which are released after it has recorded. */
+/**
+ * `build` from the nonzero bit masks of `dense` (`given`, or made here), which are released after
+ * it has recorded.
+ */
 function withNonzeroBits<T>(
   dense: Tensor,
   gate: Gate | undefined,
-  build: (bits: { rowBits: Tensor; colBits: Tensor }) => T,
+  given: NonzeroBits | undefined,
+  build: (bits: NonzeroBits) => T,
 ): T {
-  const bits = nonzeroBits(dense, gate);
+  let bits = given;
+  if (!bits) {
+    bits = emptyNonzeroBits(dense.gpu, dense.rows, dense.cols);
+    fillNonzeroBits(dense, bits, { gate });
+  }
   const built = build(bits);
   bits.rowBits.dispose();
   bits.colBits.dispose();

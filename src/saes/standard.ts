@@ -2,7 +2,7 @@
 import { binary, unary } from "../kernels/elementwise.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../kernels/lp_norm.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
-import { latentSums, sparseDecode } from "../kernels/sparse.ts";
+import { emptyNonzeroBits, latentSums, sparseDecode } from "../kernels/sparse.ts";
 import type { Architecture } from "./architecture.ts";
 import { copyWeights, encoderDecoderShapes } from "./common.ts";
 import type { StepConfig, TrainStep } from "./step.ts";
@@ -34,11 +34,13 @@ export const standard: Architecture<StandardConfig> = {
 
   trainForward(step, cfg) {
     const { params, batch } = step;
-    const hiddenPre = step.encodeLinear(params.b_enc);
-    const featureActs = unary("relu", hiddenPre);
-    const acts = step.useSparse({ reluActivations: true })
-      ? step.compressFeatures(featureActs)
+    // Sparse: the encoder GEMM also writes where hidden_pre > 0, i.e. the ReLU's nonzeros.
+    const masks = step.useSparse({ reluActivations: true })
+      ? emptyNonzeroBits(step.x.gpu, batch, cfg.d_sae)
       : undefined;
+    const hiddenPre = step.encodeLinear(params.b_enc, params.W_enc, masks);
+    const featureActs = unary("relu", hiddenPre);
+    const acts = masks ? step.compressFeatures(hiddenPre, undefined, masks) : undefined;
     const { out: saeOut, decoded } = acts
       ? { out: step.decodeOutput(sparseDecode(acts, params.W_dec)), decoded: featureActs }
       : step.decode(featureActs);

@@ -11,6 +11,7 @@ import { binary, unary } from "../kernels/elementwise.ts";
 import { matmul } from "../kernels/matmul.ts";
 import {
   compressSelection,
+  type NonzeroBits,
   type SparseActs,
   sparseBackward,
   type SparseBackwardInputs,
@@ -115,9 +116,11 @@ export class TrainStep {
   /**
    * The step's feature activations as row and latent lists (`compressSelection`), remembered so
    * the trainer counts firing latents from them instead of reading the dense matrix again.
+   * `bits`: their nonzeros' masks when already made (then `values` need only agree with the
+   * activations where those are nonzero: a ReLU's input will do).
    */
-  compressFeatures(featureActs: Tensor, capacity?: number): SparseActs {
-    this.featureLists = compressSelection(featureActs, capacity);
+  compressFeatures(values: Tensor, capacity?: number, bits?: NonzeroBits): SparseActs {
+    this.featureLists = compressSelection(values, capacity, undefined, bits);
     return this.featureLists;
   }
 
@@ -149,9 +152,16 @@ export class TrainStep {
     return measured !== undefined && measured <= RELU_SPARSE_MAX_DENSITY;
   }
 
-  /** saeIn · W + bias (W defaults to W_enc). */
-  encodeLinear(bias: Tensor, weight: Tensor = this.params.W_enc): Tensor {
-    return matmul(this.saeIn, weight, { bias });
+  /**
+   * saeIn · W + bias (W defaults to W_enc); with `positiveMasks`, also the masks of its positive
+   * entries (its ReLU's nonzeros, for `compressFeatures`).
+   */
+  encodeLinear(
+    bias: Tensor,
+    weight: Tensor = this.params.W_enc,
+    positiveMasks?: NonzeroBits,
+  ): Tensor {
+    return matmul(this.saeIn, weight, { bias, positiveMasks });
   }
 
   /**
