@@ -1,7 +1,8 @@
 /**
  * Packing matrices into rgba32float textures (4 consecutive columns per texel), for kernels that
- * read them with texel fetches: llvmpipe gathers texels across SIMD lanes, while a storage load
- * whose address differs per lane becomes a scalar loop over the lanes (PLATFORM.md). The pack
+ * read them as read-only storage textures: llvmpipe gathers texel loads across SIMD lanes, while a
+ * storage-buffer load whose address differs per lane becomes a scalar loop over the lanes
+ * (PLATFORM.md). The pack
  * kernel is `pack` in kernels/matmul.wgsl; aligned, untransposed blocks are plain copies.
  */
 import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
