@@ -4,7 +4,7 @@
 // 1-beta1 and 1-beta2 also come from the host: f32(1 - f32(0.999)) is 1.3e-5 off torch's
 // f32(0.001), enough to move a 150-step run off SAELens's trajectory.
 struct Params {
-  n: u32, _pad: u32, beta1: f32, beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32,
+  n: u32, width: u32, beta1: f32, beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32,
   one_minus_beta1: f32, one_minus_beta2: f32, _pad1: f32, _pad2: f32, _pad3: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -16,13 +16,18 @@ struct Params {
 // scaling them in place first).
 @group(0) @binding(5) var<storage, read> clip: array<f32>;
 
-// vec4 views of the same bindings: main4 updates four elements per invocation (n % 4 == 0),
-// about twice as fast on llvmpipe. Both entry points share `adam_update`, so every element gets
-// the same f32 arithmetic either way.
+// staged4 (n % 4 == 0) updates four elements per invocation and reads its operands from flat
+// staging textures (texel i at (i % width, i / width); `flatTexels` in texture_pack.ts): llvmpipe
+// runs a storage-buffer load as a scalar loop over SIMD lanes, but gathers texel loads, while
+// storage-buffer stores are cheap. It writes through vec4 views of the same bindings. Both entry
+// points share `adam_update`, so every element gets the same f32 arithmetic either way.
 @group(0) @binding(1) var<storage, read_write> param4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> grad4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> exp_avg4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq4: array<vec4<f32>>;
+@group(0) @binding(6) var param_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var grad_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(8) var exp_avg_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(9) var exp_avg_sq_in: texture_storage_2d<rgba32float, read>;
 
 override CLIP: bool = false;
 
@@ -53,11 +58,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 
 @compute @workgroup_size(256)
-fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
+fn staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
-  let u = adam_update(param4[i], grad4[i], exp_avg4[i], exp_avg_sq4[i]);
+  let texel = vec2<u32>(i % p.width, i / p.width);
+  let u = adam_update(textureLoad(param_in, texel), textureLoad(grad_in, texel),
+                      textureLoad(exp_avg_in, texel), textureLoad(exp_avg_sq_in, texel));
   exp_avg4[i] = u.m;
   exp_avg_sq4[i] = u.v;
   param4[i] = u.param;

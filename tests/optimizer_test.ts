@@ -1,19 +1,29 @@
 import assert from "node:assert/strict";
 import { updateTopkThreshold } from "../src/kernels/batchtopk.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../src/kernels/lp_norm.ts";
+import { flatWidth } from "../src/kernels/texture_pack.ts";
 import { Adam, applyClip, clipCoefficient } from "../src/train/optimizer.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const f = Math.fround;
 
 Deno.test(
-  "Adam matches torch's single-tensor update over three steps (vec4 and scalar kernels)",
+  "Adam matches torch's single-tensor update over three steps (staged vec4 and scalar kernels)",
   gpuTest,
   async () => {
     const gpu = await testGpu();
     const [beta1, beta2, eps] = [0.9, 0.999, 1e-8];
-    // 1000 values take the four-per-invocation kernel, 1001 the scalar one.
-    for (const n of [1000, 1001]) {
+    // 1000 values take the four-per-invocation kernel, 1001 the scalar one. 4·flatWidth + 1000
+    // values stage as whole texture rows plus a partial row. With 1 KiB bindings, 1000 values
+    // run in four pieces (256 values each, the last 232), each staged from its own offset.
+    const cases = [
+      { n: 1000 },
+      { n: 1001 },
+      { n: 4 * flatWidth(gpu) + 1000 },
+      { n: 1000, bindingBytes: 1024 },
+    ];
+    for (const { n, bindingBytes } of cases) {
+      gpu.maxBindingOverride = bindingBytes;
       const p0 = randomArray(n, 1);
       const param = gpu.upload(p0);
       const adam = new Adam({ w: param }, { beta1, beta2 });
@@ -30,7 +40,8 @@ Deno.test(
           ref.p[i] = f(ref.p[i] - f(f(stepSize) * f(ref.m[i] / denom)));
         }
       }
-      const what = `n ${n}`;
+      gpu.maxBindingOverride = undefined;
+      const what = `n ${n}${bindingBytes ? `, ${bindingBytes}-byte bindings` : ""}`;
       assertClose(await param.read(), ref.p, { rtol: 1e-6, atol: 1e-9, what: `param ${what}` });
       assertClose(await adam.expAvg.w.read(), ref.m, { rtol: 1e-6, atol: 0, what: `m ${what}` });
       // 1 − β₂ must be f32(0.001), not f32(1 − f32(0.999)) (1.3e-5 off, which moves long runs).

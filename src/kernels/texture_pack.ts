@@ -26,6 +26,53 @@ export function texelRows(t: Tensor, role: string): GPUTextureView {
   return texture.createView();
 }
 
+/** Rows of a flat staging texture: with 16368 texels a row, about 17 MB per role. */
+const FLAT_ROWS = 64;
+
+/**
+ * Texels per row of a flat staging texture: the widest side whose rows are a multiple of 256
+ * bytes (buffer-to-texture copies need that) and which is neither a power of two nor a multiple
+ * of 256 texels (see `textureSide`): 16368 where textures reach 16384.
+ */
+export function flatWidth(gpu: Gpu): number {
+  return gpu.limits.maxTextureDimension2D - 16;
+}
+
+/** Elements one `flatTexels` call can stage (4 per texel), for callers that split their work. */
+export function flatCapacity(gpu: Gpu): number {
+  return 4 * flatWidth(gpu) * textureSide(FLAT_ROWS, false);
+}
+
+/**
+ * Elements [start, start + count) of `t` as the first count/4 texels of a cached flat texture
+ * (`role` names it), texel i at (i % flatWidth, i / flatWidth): buffer-to-texture copies, a
+ * memcpy in lavapipe. Elementwise kernels read their operands from these instead of from storage
+ * buffers, whose per-lane loads llvmpipe runs as a scalar loop (a 37.7 MB read: ~45 ms from a
+ * buffer, ~12 ms from a texture). start and count must be multiples of 4 and count at most
+ * `flatCapacity`.
+ */
+export function flatTexels(t: Tensor, start: number, count: number, role: string): GPUTextureView {
+  const gpu = t.gpu;
+  if (start % 4 !== 0 || count % 4 !== 0 || count > flatCapacity(gpu)) {
+    throw new GpuError(`flatTexels: [${start}, +${count}) is not whole texels of one staging`);
+  }
+  const width = flatWidth(gpu);
+  const texture = packedTexture(gpu, role, width, FLAT_ROWS);
+  const texels = count / 4;
+  const fullRows = Math.floor(texels / width);
+  const rest = texels % width;
+  const source = (row: number) => ({
+    buffer: t.buffer,
+    offset: 4 * start + 16 * width * row,
+    bytesPerRow: 16 * width,
+  });
+  if (fullRows > 0) gpu.copyBufferToTexture(source(0), { texture }, [width, fullRows]);
+  if (rest > 0) {
+    gpu.copyBufferToTexture(source(fullRows), { texture, origin: [0, fullRows] }, [rest, 1]);
+  }
+  return texture.createView();
+}
+
 /**
  * Packs the block [origin, origin + size) of L = op(stored) into the top-left ceil(cols/4) x
  * `height` texels of `texture` (see `pack` in matmul.wgsl); rows from `rows` to `height` are

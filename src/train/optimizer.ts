@@ -4,6 +4,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "../kernels/elementwise.ts";
 import { reduceAll } from "../kernels/reduce.ts";
 import { params, wgsl } from "../kernels/source.ts";
+import { alignDown, flatCapacity, flatTexels, flatWidth } from "../kernels/texture_pack.ts";
 
 /**
  * torch.nn.utils.clip_grad_norm_'s coefficient: a [2] tensor [total 2-norm of all gradients,
@@ -66,23 +67,49 @@ export class Adam {
     const { beta1, beta2, eps = 1e-8 } = this.config;
     const stepSize = lr / (1 - beta1 ** this.step);
     const bc2Sqrt = Math.sqrt(1 - beta2 ** this.step);
+    const f32s = [beta1, beta2, stepSize, bc2Sqrt, eps, 1 - beta1, 1 - beta2, 0, 0, 0];
     for (const [name, p] of Object.entries(this.params)) {
-      const gpu = p.gpu;
-      const vec4 = p.size % 4 === 0;
-      const entry = vec4 ? "main4" : "main";
-      const kernel = gpu.kernel("adam", wgsl("adam"), entry, { CLIP: clip ? 1 : 0 });
       const tensors = [p, grads[name], this.expAvg[name], this.expAvgSq[name]];
-      const f32s = [beta1, beta2, stepSize, bc2Sqrt, eps, 1 - beta1, 1 - beta2, 0, 0, 0];
-      // Parameters over one binding are updated in aligned chunks.
-      for (const c of chunks(gpu, p.size, 1, { aligned: true })) {
-        gpu.dispatch(
-          kernel,
-          // Without clipping the (unread) coefficient binding takes the gradient chunk.
-          [...tensors.map((t) => bind(t, c)), clip ?? bind(grads[name], c)],
-          grid1d(vec4 ? c.count / 4 : c.count),
-          params([c.count, 0], f32s),
-        );
-      }
+      if (p.size % 4 === 0) this.updateStaged(tensors, f32s, clip);
+      else this.updateScalar(tensors, f32s, clip);
+    }
+  }
+
+  /**
+   * Four elements per invocation, operands read from staging textures: parameters are updated
+   * in runs that fit one staging texture and one storage binding, at 256-byte-aligned starts.
+   */
+  private updateStaged(tensors: Tensor[], f32s: number[], clip?: Tensor): void {
+    const [p, grad, expAvg, expAvgSq] = tensors;
+    const gpu = p.gpu;
+    const kernel = gpu.kernel("adam", wgsl("adam"), "staged4", { CLIP: clip ? 1 : 0 });
+    const run = Math.min(flatCapacity(gpu), alignDown(gpu.maxBindingBytes / 4));
+    for (let start = 0; start < p.size; start += run) {
+      const count = Math.min(run, p.size - start);
+      const range = (t: Tensor) => ({ buffer: t.buffer, offset: 4 * start, size: 4 * count });
+      const staged = tensors.map((t, i) => flatTexels(t, start, count, `adam${i}`));
+      gpu.dispatch(
+        kernel,
+        // Without clipping the (unread) coefficient binding takes the gradient's range.
+        [range(p), undefined, range(expAvg), range(expAvgSq), clip ?? range(grad), ...staged],
+        grid1d(count / 4),
+        params([count, flatWidth(gpu)], f32s),
+      );
+    }
+  }
+
+  /** One element per invocation from storage buffers (sizes that are not whole vec4s). */
+  private updateScalar(tensors: Tensor[], f32s: number[], clip?: Tensor): void {
+    const gpu = tensors[0].gpu;
+    const kernel = gpu.kernel("adam", wgsl("adam"), "main", { CLIP: clip ? 1 : 0 });
+    // Parameters over one binding are updated in aligned chunks.
+    for (const c of chunks(gpu, tensors[0].size, 1, { aligned: true })) {
+      gpu.dispatch(
+        kernel,
+        [...tensors.map((t) => bind(t, c)), clip ?? bind(tensors[1], c)],
+        grid1d(c.count),
+        params([c.count, 0], f32s),
+      );
     }
   }
 }
