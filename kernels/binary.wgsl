@@ -1,23 +1,28 @@
 // out[i] = op(a[i], b[...]) with b broadcast: FULL (same shape), PER_COL (b[j], a row vector),
 // PER_ROW (b[r], a column vector) or SCALAR (b[0]). OP and BCAST are pipeline constants so each
-// variant compiles to straight-line code. The *4 entry points handle four elements per
-// invocation (vec4 loads and stores, ~2x faster on llvmpipe); they need n and (for row/column
-// broadcasts) cols to be multiples of 4. The op table is written once, on vec4s.
-// accumulate / accumulate4 add op(a, b) into out (out += op(a, b)), the same roundings as a
-// separate add of the op's result.
-// Tensors larger than one binding are processed in chunks: n is the chunk's length and offset the
-// index of its first element in the whole tensor (row/column broadcasts index b by it).
-struct Params { n: u32, cols: u32, offset: u32, _pad: u32, alpha: f32, beta: f32 }
+// variant compiles to straight-line code. The op table is written once, on vec4s.
+// accumulate / staged_accumulate4 add op(a, b) into out (out += op(a, b)), the same roundings as
+// a separate add of the op's result.
+// The staged*4 entry points handle four elements per invocation (n and, for row/column
+// broadcasts, cols multiples of 4) and read a, a full or per-column b, and (accumulating) out
+// from flat staging textures, texel t at (t % width, t / width) (`flatTexels` in
+// texture_pack.ts): llvmpipe runs each storage-buffer load as a scalar loop over SIMD lanes but
+// gathers texel loads, and storage-buffer stores are cheap. Writing out through its buffer while
+// reading a staged copy also makes in-place updates (out = a) need no variant of their own.
+// Tensors larger than one binding or staging texture go in pieces: n is the piece's length and
+// offset the index of its first element in the whole tensor (row/column broadcasts index b by it).
+struct Params { n: u32, cols: u32, offset: u32, width: u32, alpha: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-// In-place and vec4 views of the same bindings (WebGPU forbids binding one buffer as both
-// read-only and read-write, so in-place variants read and write `a` through one binding).
+// The in-place scalar variant reads and writes `a` through one binding (WebGPU forbids binding
+// one buffer as both read-only and read-write); staged variants write through a vec4 view.
 @group(0) @binding(1) var<storage, read_write> a_out: array<f32>;
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> a_out4: array<vec4<f32>>;
+@group(0) @binding(4) var a_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(5) var b_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var out_in: texture_storage_2d<rgba32float, read>;
 
 override OP: u32 = 0u;
 override BCAST: u32 = 0u;
@@ -31,15 +36,16 @@ fn b_at(i: u32) -> f32 {
   }
 }
 
+fn texel(t: u32) -> vec2<u32> {
+  return vec2<u32>(t % p.width, t / p.width);
+}
+
 // b for elements 4i..4i+3 (row/column broadcasts: cols % 4 == 0, so they share a row).
-fn b4_at(i: u32) -> vec4<f32> {
+fn staged_b4(i: u32) -> vec4<f32> {
   let j = 4u * i;
   switch BCAST {
-    case 0u: { return vec4<f32>(b[j], b[j + 1u], b[j + 2u], b[j + 3u]); }
-    case 1u: {
-      let c = (p.offset + j) % p.cols;
-      return vec4<f32>(b[c], b[c + 1u], b[c + 2u], b[c + 3u]);
-    }
+    case 0u: { return textureLoad(b_in, texel(i)); }
+    case 1u: { return textureLoad(b_in, texel(((p.offset + j) % p.cols) / 4u)); }
     case 2u: { return vec4<f32>(b[(p.offset + j) / p.cols]); }
     default: { return vec4<f32>(b[0]); }
   }
@@ -90,19 +96,11 @@ fn in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 }
 
 @compute @workgroup_size(256)
-fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
+fn staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
-  out4[i] = apply(a4[i], b4_at(i));
-}
-
-@compute @workgroup_size(256)
-fn in_place4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
-  if (i >= p.n / 4u) { return; }
-  a_out4[i] = apply(a_out4[i], b4_at(i));
+  out4[i] = apply(textureLoad(a_in, texel(i)), staged_b4(i));
 }
 
 @compute @workgroup_size(256)
@@ -114,9 +112,10 @@ fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 @compute @workgroup_size(256)
-fn accumulate4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+fn staged_accumulate4(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
-  out4[i] = out4[i] + apply(a4[i], b4_at(i));
+  out4[i] = textureLoad(out_in, texel(i)) + apply(textureLoad(a_in, texel(i)), staged_b4(i));
 }

@@ -1,16 +1,16 @@
-// out[i] = op(a[i]); OP is a pipeline constant. alpha/beta parameterise some ops. The *4 entry
-// points handle four elements per invocation (vec4; n % 4 == 0), ~2x faster on llvmpipe; the op
-// table is written once, on vec4s.
-struct Params { n: u32, _pad: u32, alpha: f32, beta: f32 }
+// out[i] = op(a[i]); OP is a pipeline constant. alpha/beta parameterise some ops. The op table
+// is written once, on vec4s. staged4 handles four elements per invocation (n % 4 == 0) and reads
+// a from a flat staging texture, texel t at (t % width, t / width), for the reason given in
+// binary.wgsl; it also serves in-place updates (out = a).
+struct Params { n: u32, width: u32, alpha: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-// In-place and vec4 views of the same bindings (WebGPU forbids binding one buffer as both
-// read-only and read-write, so in-place variants read and write `a` through one binding).
+// The in-place scalar variant reads and writes `a` through one binding (WebGPU forbids binding
+// one buffer as both read-only and read-write); staged4 writes through a vec4 view.
 @group(0) @binding(1) var<storage, read_write> a_out: array<f32>;
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> a_out4: array<vec4<f32>>;
+@group(0) @binding(3) var a_in: texture_storage_2d<rgba32float, read>;
 
 override OP: u32 = 0u;
 
@@ -54,17 +54,9 @@ fn in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 }
 
 @compute @workgroup_size(256)
-fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
+fn staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
-  out4[i] = apply(a4[i]);
-}
-
-@compute @workgroup_size(256)
-fn in_place4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
-  if (i >= p.n / 4u) { return; }
-  a_out4[i] = apply(a_out4[i]);
+  out4[i] = apply(textureLoad(a_in, vec2<u32>(i % p.width, i / p.width)));
 }

@@ -12,6 +12,7 @@ import {
   reduceRows,
   type RowReduction,
 } from "../src/kernels/reduce.ts";
+import { flatWidth } from "../src/kernels/texture_pack.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const f = Math.fround;
@@ -116,6 +117,64 @@ Deno.test("in-place elementwise writes into its input", gpuTest, async () => {
     assertClose(await t.read(), a.map((x, i) => f(Math.max(x, 0) - b[i])), { rtol: 0, atol: 0 });
   }
 });
+
+Deno.test(
+  "staged elementwise ops in pieces: every broadcast, in place and accumulating, match the reference",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // [40, 68] with 1 KiB bindings runs in 256-value pieces that start mid-row (row and column
+    // broadcasts index b from each piece's offset); [2, 2·flatWidth + 500] stages whole texture
+    // rows plus a partial one.
+    const cases = [
+      { rows: 40, cols: 68, bindingBytes: 1024 },
+      { rows: 2, cols: 2 * flatWidth(gpu) + 500 },
+    ];
+    for (const { rows, cols, bindingBytes } of cases) {
+      const n = rows * cols;
+      const a = randomArray(n, 31), start = randomArray(n, 32);
+      const bSizes: Record<Broadcast, number> = { full: n, perCol: cols, perRow: rows, scalar: 1 };
+      gpu.maxBindingOverride = bindingBytes;
+      try {
+        for (const bcast of Object.keys(bSizes) as Broadcast[]) {
+          const b = randomArray(bSizes[bcast], 33, 0.5, 2);
+          const bAt = (i: number) =>
+            b[
+              bcast === "full"
+                ? i
+                : bcast === "perCol"
+                ? i % cols
+                : bcast === "perRow"
+                ? Math.floor(i / cols)
+                : 0
+            ];
+          const [ta, tb] = [gpu.upload(a, [rows, cols]), gpu.upload(b)];
+          const what = `${bcast} ${rows}x${cols}`;
+          const got = await binary("axpby", ta, tb, bcast, { alpha, beta }).read();
+          const axpby = a.map((x, i) => binaryRef.axpby(x, bAt(i)));
+          assertClose(got, axpby, { rtol: 0, atol: 0, what: `axpby ${what}` });
+          const out = gpu.upload(start, [rows, cols]);
+          binary("mul", ta, tb, bcast, { out, accumulate: true });
+          const accumulated = start.map((s, i) => f(s + binaryRef.mul(a[i], bAt(i))));
+          assertClose(await out.read(), accumulated, { rtol: 0, atol: 0, what: `+= ${what}` });
+          binary("sub", ta, tb, bcast, { out: ta });
+          const inPlace = a.map((x, i) => binaryRef.sub(x, bAt(i)));
+          assertClose(await ta.read(), inPlace, { rtol: 0, atol: 0, what: `in place ${what}` });
+        }
+        const t = gpu.upload(a, [rows, cols]);
+        assertClose(await unary("affine", t, { alpha, beta }).read(), a.map(unaryRef.affine), {
+          rtol: 0,
+          atol: 0,
+          what: `unary ${rows}x${cols}`,
+        });
+        unary("relu", t, { out: t });
+        assertClose(await t.read(), a.map(unaryRef.relu), { rtol: 0, atol: 0, what: "relu" });
+      } finally {
+        gpu.maxBindingOverride = undefined;
+      }
+    }
+  },
+);
 
 Deno.test(
   "row, column and total reductions match the reference (odd sizes, > 1 workgroup)",

@@ -16,8 +16,8 @@ Deno.test(
     }
     const times = await gpu.stopPassTiming();
     const byLabel = Object.fromEntries(times.map((t) => [t.label, t]));
-    assert.equal(byLabel["unary:in_place4"]?.calls, 1050);
-    assert.equal(byLabel["binary:in_place4"]?.calls, 1050);
+    assert.equal(byLabel["unary:staged4"]?.calls, 1050);
+    assert.equal(byLabel["binary:staged4"]?.calls, 1050);
     for (const t of times) assert.ok(t.ms >= 0 && Number.isFinite(t.ms), `${t.label}: ${t.ms} ms`);
     // Timing stopped: later dispatches are not counted.
     unary("relu", a, { out: a });

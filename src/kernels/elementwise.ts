@@ -1,9 +1,10 @@
 /** Elementwise kernels (`kernels/binary.wgsl`, `kernels/unary.wgsl`) with broadcasting. */
 import { bind, chunks } from "../gpu/chunks.ts";
-import { GpuError } from "../gpu/device.ts";
+import { type Binding, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { params, wgsl } from "./source.ts";
+import { flatRuns, flatTexels, flatWidth, runRange } from "./texture_pack.ts";
 
 const BINARY_OPS = {
   add: 0,
@@ -97,18 +98,40 @@ export function binary(
   }
   // Four elements per invocation when every group of four shares its row.
   const vec4 = a.size % 4 === 0 && (bcast === "full" || bcast === "scalar" || a.cols % 4 === 0);
-  const mode = options.accumulate ? "accumulate" : inPlace ? "in_place" : "main";
-  const entry = mode + (vec4 ? "4" : "");
   const constants = { OP: BINARY_OPS[op], BCAST: BROADCAST[bcast] };
-  const kernel = gpu.kernel("binary", wgsl("binary"), entry, constants);
+  const alphaBeta = [options.alpha ?? 1, options.beta ?? 1];
+  if (vec4) {
+    const entry = options.accumulate ? "staged_accumulate4" : "staged4";
+    const kernel = gpu.kernel("binary", wgsl("binary"), entry, constants);
+    // b is read from a staging texture when it is read by element or by column (whole texels),
+    // else from its buffer; the layout declares both either way.
+    const bColumns = bcast === "perCol"
+      ? flatTexels(b, { start: 0, count: b.size }, "flat1")
+      : null;
+    for (const run of flatRuns(gpu, a.size)) {
+      const aStaged = flatTexels(a, run, "flat0");
+      const bStaged = bcast === "full" ? flatTexels(b, run, "flat1") : bColumns ?? aStaged;
+      const bindings: (Binding | undefined)[] = [
+        undefined,
+        bcast === "full" ? runRange(b, run) : b,
+        runRange(out, run),
+        aStaged,
+        bStaged,
+      ];
+      if (options.accumulate) bindings.push(flatTexels(out, run, "flat2"));
+      const uniforms = params([run.count, a.cols, run.start, flatWidth(gpu)], alphaBeta);
+      gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid1d(run.count / 4)), uniforms);
+    }
+    return out;
+  }
+  const mode = options.accumulate ? "accumulate" : inPlace ? "in_place" : "main";
+  const kernel = gpu.kernel("binary", wgsl("binary"), mode, constants);
   // Tensors over one binding go in aligned chunks; `b` is chunked with them only when full-size.
   for (const c of chunks(gpu, a.size, 1, { multiple: 4, aligned: true })) {
     const bb = bcast === "full" ? bind(b, c) : b;
-    const uniforms = params([c.count, a.cols, c.first, 0], [options.alpha ?? 1, options.beta ?? 1]);
-    const threads = vec4 ? c.count / 4 : c.count;
+    const uniforms = params([c.count, a.cols, c.first, 0], alphaBeta);
     const bindings = inPlace ? [bind(a, c), bb] : [bind(a, c), bb, bind(out, c)];
-    const grid = grid1d(threads);
-    gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid), uniforms);
+    gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid1d(c.count)), uniforms);
   }
   return out;
 }
@@ -118,13 +141,22 @@ export function unary(op: UnaryOp, a: Tensor, options: ElementwiseOptions = {}):
   const gpu = a.gpu;
   const out = options.out ?? gpu.empty(a.shape);
   const inPlace = out.buffer === a.buffer;
-  const vec4 = a.size % 4 === 0;
-  const entry = (inPlace ? "in_place" : "main") + (vec4 ? "4" : "");
-  const kernel = gpu.kernel("unary", wgsl("unary"), entry, { OP: UNARY_OPS[op] });
+  const constants = { OP: UNARY_OPS[op] };
+  const alphaBeta = [options.alpha ?? 0, options.beta ?? 0];
+  if (a.size % 4 === 0) {
+    const kernel = gpu.kernel("unary", wgsl("unary"), "staged4", constants);
+    for (const run of flatRuns(gpu, a.size)) {
+      const bindings = [runRange(out, run), flatTexels(a, run, "flat0")];
+      const uniforms = params([run.count, flatWidth(gpu)], alphaBeta);
+      gpu.dispatch(kernel, [undefined, ...bindings], grid1d(run.count / 4), uniforms);
+    }
+    return out;
+  }
+  const kernel = gpu.kernel("unary", wgsl("unary"), inPlace ? "in_place" : "main", constants);
   for (const c of chunks(gpu, a.size, 1, { multiple: 4, aligned: true })) {
-    const uniforms = params([c.count, 0], [options.alpha ?? 0, options.beta ?? 0]);
+    const uniforms = params([c.count, 0], alphaBeta);
     const bindings = inPlace ? [bind(a, c)] : [bind(a, c), bind(out, c)];
-    gpu.dispatch(kernel, bindings, grid1d(vec4 ? c.count / 4 : c.count), uniforms);
+    gpu.dispatch(kernel, bindings, grid1d(c.count), uniforms);
   }
   return out;
 }

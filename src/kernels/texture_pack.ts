@@ -43,6 +43,30 @@ export function flatCapacity(gpu: Gpu): number {
   return 4 * flatWidth(gpu) * textureSide(FLAT_ROWS, false);
 }
 
+/** A piece [start, start + count) of a flat tensor. */
+export interface FlatRun {
+  start: number;
+  count: number;
+}
+
+/**
+ * Pieces of `n` elements (n % 4 == 0) that each fit one staging texture and one storage
+ * binding, starting at 256-byte-aligned offsets (so each is a valid binding range).
+ */
+export function flatRuns(gpu: Gpu, n: number): FlatRun[] {
+  const run = Math.min(flatCapacity(gpu), alignDown(gpu.maxBindingBytes / 4));
+  const runs: FlatRun[] = [];
+  for (let start = 0; start < n; start += run) {
+    runs.push({ start, count: Math.min(run, n - start) });
+  }
+  return runs;
+}
+
+/** The storage-buffer range of `t` that a run covers. */
+export function runRange(t: Tensor, { start, count }: FlatRun): GPUBufferBinding {
+  return { buffer: t.buffer, offset: 4 * start, size: 4 * count };
+}
+
 /**
  * Elements [start, start + count) of `t` as the first count/4 texels of a cached flat texture
  * (`role` names it), texel i at (i % flatWidth, i / flatWidth): buffer-to-texture copies, a
@@ -51,7 +75,11 @@ export function flatCapacity(gpu: Gpu): number {
  * buffer, ~12 ms from a texture). start and count must be multiples of 4 and count at most
  * `flatCapacity`.
  */
-export function flatTexels(t: Tensor, start: number, count: number, role: string): GPUTextureView {
+export function flatTexels(
+  t: Tensor,
+  { start, count }: FlatRun,
+  role: string,
+): GPUTextureView {
   const gpu = t.gpu;
   if (start % 4 !== 0 || count % 4 !== 0 || count > flatCapacity(gpu)) {
     throw new GpuError(`flatTexels: [${start}, +${count}) is not whole texels of one staging`);

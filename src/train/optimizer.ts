@@ -4,7 +4,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "../kernels/elementwise.ts";
 import { reduceAll } from "../kernels/reduce.ts";
 import { params, wgsl } from "../kernels/source.ts";
-import { alignDown, flatCapacity, flatTexels, flatWidth } from "../kernels/texture_pack.ts";
+import { flatRuns, flatTexels, flatWidth, runRange } from "../kernels/texture_pack.ts";
 
 /**
  * torch.nn.utils.clip_grad_norm_'s coefficient: a [2] tensor [total 2-norm of all gradients,
@@ -75,25 +75,20 @@ export class Adam {
     }
   }
 
-  /**
-   * Four elements per invocation, operands read from staging textures: parameters are updated
-   * in runs that fit one staging texture and one storage binding, at 256-byte-aligned starts.
-   */
+  /** Four elements per invocation, operands read from staging textures, in `flatRuns`. */
   private updateStaged(tensors: Tensor[], f32s: number[], clip?: Tensor): void {
     const [p, grad, expAvg, expAvgSq] = tensors;
     const gpu = p.gpu;
     const kernel = gpu.kernel("adam", wgsl("adam"), "staged4", { CLIP: clip ? 1 : 0 });
-    const run = Math.min(flatCapacity(gpu), alignDown(gpu.maxBindingBytes / 4));
-    for (let start = 0; start < p.size; start += run) {
-      const count = Math.min(run, p.size - start);
-      const range = (t: Tensor) => ({ buffer: t.buffer, offset: 4 * start, size: 4 * count });
-      const staged = tensors.map((t, i) => flatTexels(t, start, count, `adam${i}`));
+    for (const run of flatRuns(gpu, p.size)) {
+      const staged = tensors.map((t, i) => flatTexels(t, run, `flat${i}`));
+      const [param, m, v, g] = [p, expAvg, expAvgSq, grad].map((t) => runRange(t, run));
       gpu.dispatch(
         kernel,
         // Without clipping the (unread) coefficient binding takes the gradient's range.
-        [range(p), undefined, range(expAvg), range(expAvgSq), clip ?? range(grad), ...staged],
-        grid1d(count / 4),
-        params([count, flatWidth(gpu)], f32s),
+        [param, undefined, m, v, clip ?? g, ...staged],
+        grid1d(run.count / 4),
+        params([run.count, flatWidth(gpu)], f32s),
       );
     }
   }
