@@ -7,11 +7,21 @@
 // row_dots: out[r] = alpha · sum_j a[r, j] · v[j] + beta · out[r], one invocation per row.
 // Matrices larger than one binding come in chunks of whole rows: `rows` rows starting at global
 // row `row0`, whose first value is a[shift]. cols_main adds later chunks to the running sums.
-struct Params { rows: u32, cols: u32, row0: u32, shift: u32, alpha: f32, beta: f32 }
+// The *_staged variants (cols % 4 == 0) read a, and v, from flat staging textures instead, texel
+// t at (t % width, t / width) (`flatTexels` in texture_pack.ts; the piece's first row is texel
+// 0): llvmpipe runs a storage-buffer load whose address differs per lane as a scalar loop over
+// the SIMD lanes, but gathers texel loads. They sum in the same order as the buffer variants.
+struct Params { rows: u32, cols: u32, row0: u32, shift: u32, width: u32, alpha: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var a_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(5) var v_in: texture_storage_2d<rgba32float, read>;
+
+fn texel(t: u32) -> vec2<u32> {
+  return vec2<u32>(t % p.width, t / p.width);
+}
 
 override F: u32 = 0u;
 const WG = 256u;
@@ -63,10 +73,35 @@ fn rows_short(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
   let base = p.shift + r * p.cols;
   var lanes: array<f32, WG>;
   for (var j = 0u; j < p.cols; j++) { lanes[j % WG] += f(a[base + j]); }
+  out[p.row0 + r] = lanes_total(&lanes);
+}
+
+// rows_main's pairwise tree over the 256 strided partial sums.
+fn lanes_total(lanes: ptr<function, array<f32, WG>>) -> f32 {
   for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    for (var l = 0u; l < stride; l++) { lanes[l] += lanes[l + stride]; }
+    for (var l = 0u; l < stride; l++) { (*lanes)[l] += (*lanes)[l + stride]; }
   }
-  out[p.row0 + r] = lanes[0];
+  return (*lanes)[0];
+}
+
+@compute @workgroup_size(64)
+fn rows_short_staged(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+  let r = (wid.y * nwg.x + wid.x) * 64u + lid;
+  if (r >= p.rows) { return; }
+  let texels = p.cols / 4u;
+  var lanes: array<f32, WG>;
+  // Element 4t + c goes to lane (4t + c) % 256 = (4t) % 256 + c, as in rows_short.
+  for (var t = 0u; t < texels; t++) {
+    let x = textureLoad(a_in, texel(r * texels + t));
+    let l = (4u * t) % WG;
+    lanes[l] += f(x.x);
+    lanes[l + 1u] += f(x.y);
+    lanes[l + 2u] += f(x.z);
+    lanes[l + 3u] += f(x.w);
+  }
+  out[p.row0 + r] = lanes_total(&lanes);
 }
 
 // row_dots: out[r] = alpha · Σ_j a[r, j] · v[j] + beta · out[r], one invocation per row summing
@@ -80,6 +115,25 @@ fn row_dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   let base = p.shift + r * p.cols;
   var acc = 0.0;
   for (var j = 0u; j < p.cols; j++) { acc = acc + a[base + j] * v[j]; }
+  let r_out = p.row0 + r;
+  out[r_out] = p.alpha * acc + p.beta * out[r_out];
+}
+
+@compute @workgroup_size(64)
+fn row_dots_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+  let r = (wid.y * nwg.x + wid.x) * 64u + lid;
+  if (r >= p.rows) { return; }
+  let texels = p.cols / 4u;
+  var acc = 0.0;
+  for (var t = 0u; t < texels; t++) {
+    let x = textureLoad(a_in, texel(r * texels + t));
+    let y = textureLoad(v_in, texel(t));
+    acc = acc + x.x * y.x;
+    acc = acc + x.y * y.y;
+    acc = acc + x.z * y.z;
+    acc = acc + x.w * y.w;
+  }
   let r_out = p.row0 + r;
   out[r_out] = p.alpha * acc + p.beta * out[r_out];
 }

@@ -229,9 +229,10 @@ Deno.test(
   gpuTest,
   async () => {
     const gpu = await testGpu();
-    // [300, 700] takes the one-invocation-per-row kernel, [40, 3000] the workgroup-per-row one:
-    // both must give these exact bits, so switching kernels never changes a result.
-    for (const [r, c] of [[300, 700], [40, 3000]]) {
+    // [300, 700] takes the one-invocation-per-row kernel from staging textures ([2100, 2048] in
+    // two staged runs of rows), [300, 701] from the buffer, [40, 3000] the workgroup-per-row one:
+    // all must give these exact bits, so switching kernels never changes a result.
+    for (const [r, c] of [[300, 700], [2100, 2048], [300, 701], [40, 3000]]) {
       const a = randomArray(r * c, 7 * r + c);
       const want = Array.from({ length: r }, (_, i) => {
         const lanes = new Array(256).fill(0);
@@ -266,23 +267,32 @@ Deno.test(
   },
 );
 
-Deno.test("matVecInto adds alpha·(a·v) to beta·out, also in chunks of rows", gpuTest, async () => {
-  const gpu = await testGpu();
-  const [rows, cols] = [37, 1100];
-  const a = randomArray(rows * cols, 31), v = randomArray(cols, 32), out0 = randomArray(rows, 33);
-  const want = Array.from({ length: rows }, (_, r) => {
-    let dot = 0;
-    for (let j = 0; j < cols; j++) dot += a[r * cols + j] * v[j];
-    return -0.5 * dot + 2 * out0[r];
-  });
-  for (const limit of [undefined, 4096 * 4]) {
-    gpu.maxBindingOverride = limit;
-    try {
-      const out = gpu.upload(out0);
-      matVecInto(gpu.upload(a, [rows, cols]), gpu.upload(v), out, -0.5, 2);
-      assertClose(await out.read(), want, { rtol: 1e-4, atol: 1e-4, what: `limit ${limit}` });
-    } finally {
-      gpu.maxBindingOverride = undefined;
+Deno.test(
+  "matVecInto adds alpha·(a·v) to beta·out in index order: staged, from buffers, in pieces",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // cols % 4 == 0 reads staging textures ([4000, 1100] needs two staged runs of rows), 1101
+    // reads the buffer, also in chunks of rows; every path rounds like this sequential sum.
+    for (const [rows, cols] of [[37, 1100], [4000, 1100], [37, 1101]]) {
+      const a = randomArray(rows * cols, 31), v = randomArray(cols, 32);
+      const out0 = randomArray(rows, 33);
+      const want = Array.from({ length: rows }, (_, r) => {
+        let dot = 0;
+        for (let j = 0; j < cols; j++) dot = f(dot + f(a[r * cols + j] * v[j]));
+        return f(f(-0.5 * dot) + f(2 * out0[r]));
+      });
+      for (const limit of [undefined, 4096 * 4]) {
+        gpu.maxBindingOverride = limit;
+        try {
+          const out = gpu.upload(out0);
+          matVecInto(gpu.upload(a, [rows, cols]), gpu.upload(v), out, -0.5, 2);
+          const what = `[${rows}, ${cols}] limit ${limit}`;
+          assertClose(await out.read(), want, { rtol: 0, atol: 0, what });
+        } finally {
+          gpu.maxBindingOverride = undefined;
+        }
+      }
     }
-  }
-});
+  },
+);
