@@ -24,7 +24,7 @@ struct Params {
   terms: u32,                   // bands
   rows: u32,
   capacity: u32,
-  _pad: u32,                    // to the struct's 64 bytes
+  entries_width: u32,           // texels per row of the entries texture
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dense: array<f32>;
@@ -42,20 +42,23 @@ struct Params {
 @group(0) @binding(8) var<storage, read> norms: array<f32>;            // [d_sae]
 @group(0) @binding(9) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(10) var d_pre: texture_storage_2d<rgba32float, read>;  // [bands · rows, d_in / 4]
-@group(0) @binding(11) var<storage, read_write> entry_grad: array<f32>;    // [capacity]
+// Per latent-list entry e, at texel (e % entries_width, e / entries_width): (row b as a float,
+// decoded activation, gradient at the linear pre-activation, decoder-norm gradient), written by
+// entry_grads and read by latent_backward as one texel load instead of three storage-buffer
+// loads, each a scalar loop over SIMD lanes on llvmpipe.
+@group(0) @binding(11) var entries_out: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(12) var sae_in: texture_storage_2d<rgba32float, read>;  // [rows, d_in / 4]
 @group(0) @binding(13) var<storage, read> linear_pre: array<f32>;      // [rows, d_sae]
 @group(0) @binding(14) var<storage, read_write> dw_dec4: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read_write> dw_enc: array<f32>;
 @group(0) @binding(16) var<storage, read_write> db_enc: array<f32>;
 @group(0) @binding(17) var<storage, read_write> d_norms: array<f32>;
-@group(0) @binding(18) var<storage, read_write> entry_decoded: array<f32>; // [capacity]
-@group(0) @binding(19) var<storage, read_write> entry_d_norm: array<f32>;  // [capacity]
-@group(0) @binding(20) var<storage, read> extra_grad: array<f32>;      // [rows, d_sae] or [d_sae]
-@group(0) @binding(21) var<storage, read_write> dispatch_args: array<u32>; // [3] workgroup counts
-@group(0) @binding(22) var<storage, read_write> dense_out: array<f32>;  // [rows, d_sae]
-@group(0) @binding(23) var<storage, read_write> row_bits: array<atomic<u32>>; // [rows, row_words]
-@group(0) @binding(24) var<storage, read_write> col_bits: array<u32>;       // [d_sae, col_words]
+@group(0) @binding(18) var entries_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(19) var<storage, read> extra_grad: array<f32>;      // [rows, d_sae] or [d_sae]
+@group(0) @binding(20) var<storage, read_write> dispatch_args: array<u32>; // [3] workgroup counts
+@group(0) @binding(21) var<storage, read_write> dense_out: array<f32>;  // [rows, d_sae]
+@group(0) @binding(22) var<storage, read_write> row_bits: array<atomic<u32>>; // [rows, row_words]
+@group(0) @binding(23) var<storage, read_write> col_bits: array<u32>;       // [d_sae, col_words]
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
@@ -294,14 +297,16 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let norm = norms[j];
     var d_acts = g / norm;
     if (HAS_EXTRA) { d_acts += extra_at(b, j); }
-    entry_decoded[e] = a / norm;
-    entry_grad[e] = d_acts * norm;
-    entry_d_norm[e] = d_acts * linear_pre[b * p.d_sae + j] - (g / norm) * a / norm;
+    let d_norm = d_acts * linear_pre[b * p.d_sae + j] - (g / norm) * a / norm;
+    textureStore(entries_out, entry_texel(e), vec4<f32>(f32(b), a / norm, d_acts * norm, d_norm));
   } else {
     if (HAS_EXTRA) { g += extra_at(b, j); }
-    entry_decoded[e] = a;
-    entry_grad[e] = g;
+    textureStore(entries_out, entry_texel(e), vec4<f32>(f32(b), a, g, 0.0));
   }
+}
+
+fn entry_texel(e: u32) -> vec2<u32> {
+  return vec2<u32>(e % p.entries_width, e / p.entries_width);
 }
 
 // One workgroup per (latent j, 64 invocations), each invocation LATENT_SPAN vec4 columns of d_in
@@ -351,13 +356,14 @@ fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   var d_bias = 0.0;
   let band_rows = band_of(j) * p.rows;
   for (var e = start; e < end; e++) {
-    let b = entry_index[e];
-    let decoded = entry_decoded[e];
-    let grad = entry_grad[e];
+    let entry = textureLoad(entries_in, entry_texel(e));
+    let b = u32(entry.x);  // exact: rows < 2^24
+    let decoded = entry.y;
+    let grad = entry.z;
     acc_dec_{m} += decoded * textureLoad(d_pre, vec2<u32>(col_{m}, band_rows + b));  // unroll m<LATENT_SPAN
     acc_enc_{m} += grad * textureLoad(sae_in, vec2<u32>(col_{m}, b));  // unroll m<LATENT_SPAN
     d_bias += grad;
-    if (RESCALE) { d_norm += entry_d_norm[e]; }
+    if (RESCALE) { d_norm += entry.w; }
   }
   if (i + {m}u * stride < d_in4) { add_latent_grads(j, i + {m}u * stride, acc_dec_{m}, acc_enc_{m}); }  // unroll m<LATENT_SPAN
   if (i == 0u) {

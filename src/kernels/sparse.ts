@@ -8,7 +8,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { texelRows } from "./texture_pack.ts";
+import { flatWidth, packedTexture, texelRows } from "./texture_pack.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
 export interface SparseLists {
@@ -33,7 +33,10 @@ export interface SparseActs {
   gate?: Gate;
 }
 
-/** Bindings 1..24 of kernels/sparse.wgsl, by role (wDec, dPre and saeIn are textures). */
+/**
+ * Bindings 1..23 of kernels/sparse.wgsl, by role (wDec, dPre, saeIn, entriesOut and entriesIn are
+ * textures).
+ */
 const BINDINGS = [
   "dense",
   "counts",
@@ -45,15 +48,14 @@ const BINDINGS = [
   "norms",
   "out",
   "dPre",
-  "entryGrad",
+  "entriesOut",
   "saeIn",
   "linearPre",
   "dWDec",
   "dWEnc",
   "dBEnc",
   "dNorms",
-  "entryDecoded",
-  "entryDNorm",
+  "entriesIn",
   "extraGrad",
   "dispatchArgs",
   "denseOut",
@@ -81,6 +83,7 @@ interface Fields {
   dSae?: number;
   rows?: number;
   capacity?: number;
+  entriesWidth?: number;
 }
 
 function uniforms(f: Fields): ArrayBuffer {
@@ -94,7 +97,7 @@ function uniforms(f: Fields): ArrayBuffer {
     f.widths?.length ?? 0,
     f.rows ?? 0,
     f.capacity ?? 0,
-    0, // padding to Params' 64 bytes
+    f.entriesWidth ?? 0,
   ]);
 }
 
@@ -401,23 +404,26 @@ export function sparseBackward(
   const gpu = inputs.wDec.gpu;
   const dIn = inputs.wDec.cols;
   const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths);
+  const entriesWidth = flatWidth(gpu);
   const fields = {
     widths: bounds,
     dIn,
     dSae: acts.dSae,
     rows: acts.rows,
     capacity: acts.capacity,
+    entriesWidth,
   };
   const code = wgsl("sparse");
   const rescale = { RESCALE: inputs.norms ? 1 : 0 };
   // The norms are read only when rescaling.
   const norms = inputs.norms ?? gpu.unusedBinding;
   const { offsets, index, value, owner } = acts.byLatent;
-  const entry = {
-    grad: gpu.empty([acts.capacity]),
-    decoded: gpu.empty([acts.capacity]),
-    dNorm: gpu.empty([acts.capacity]),
-  };
+  const entries = packedTexture(
+    gpu,
+    "sparse entries",
+    entriesWidth,
+    Math.ceil(acts.capacity / entriesWidth),
+  ).createView();
   const dispatchArgs = gpu.empty([3], "u32");
   const all: Record<string, Binding> = {
     offsets,
@@ -427,15 +433,14 @@ export function sparseBackward(
     wDec: texelRows(inputs.wDec, "sparse W_dec"),
     norms,
     dPre: texelRows(bands, "sparse dPre"),
-    entryGrad: entry.grad,
+    entriesOut: entries,
     saeIn: texelRows(inputs.saeIn, "sparse saeIn"),
     linearPre: inputs.linearPre,
     dWDec: outputs.dWDec,
     dWEnc: outputs.dWEnc,
     dBEnc: outputs.dBEnc,
     dNorms: outputs.dNorms,
-    entryDecoded: entry.decoded,
-    entryDNorm: entry.dNorm,
+    entriesIn: entries,
     // Read only with HAS_EXTRA.
     extraGrad: inputs.extraGrad ?? gpu.unusedBinding,
     dispatchArgs,
@@ -457,10 +462,8 @@ export function sparseBackward(
       "wDec",
       "norms",
       "dPre",
-      "entryGrad",
+      "entriesOut",
       "linearPre",
-      "entryDecoded",
-      "entryDNorm",
       "extraGrad",
     ]),
     dispatchArgs,
@@ -475,22 +478,19 @@ export function sparseBackward(
     }),
     bound([
       "offsets",
-      "index",
       "dPre",
-      "entryGrad",
       "saeIn",
       "dWDec",
       "dWEnc",
       "dBEnc",
       "dNorms",
-      "entryDecoded",
-      "entryDNorm",
+      "entriesIn",
     ]),
     // Empty lists add nothing: skip the pass over every latent unless the gate opened.
     gatedIf(acts.gate, grid1d(acts.dSae * slices * 64 * 4)), // grid1d counts 256 per workgroup
     uniforms(fields),
   );
-  for (const t of [...Object.values(entry), dispatchArgs]) t.dispose();
+  dispatchArgs.dispose();
   if (inputs.dPre.length > 1) bands.dispose();
 }
 
