@@ -33,9 +33,17 @@ override CLIP: bool = false;
 
 struct Updated { param: vec4<f32>, m: vec4<f32>, v: vec4<f32> }
 
-fn adam_update(param_in: vec4<f32>, grad_in: vec4<f32>, m_in: vec4<f32>, v_in: vec4<f32>) -> Updated {
+// The clip scale (1 without clipping), read by each entry point before any branch: llvmpipe
+// loads a constant address once for all SIMD lanes only outside control flow.
+fn clip_scale() -> f32 {
+  if (CLIP) { return clip[1]; }
+  return 1.0;
+}
+
+fn adam_update(param_in: vec4<f32>, grad_in: vec4<f32>, m_in: vec4<f32>, v_in: vec4<f32>,
+               scale: f32) -> Updated {
   var g = grad_in;
-  if (CLIP) { g = g * clip[1]; }
+  if (CLIP) { g = g * scale; }
   let m = m_in * p.beta1 + p.one_minus_beta1 * g;
   let v = v_in * p.beta2 + p.one_minus_beta2 * g * g;
   let denom = sqrt(v) / p.bc2_sqrt + p.eps;
@@ -50,8 +58,9 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid);
+  let scale = clip_scale();
   if (i >= p.n) { return; }
-  let u = adam_update(vec4(param[i]), vec4(grad[i]), vec4(exp_avg[i]), vec4(exp_avg_sq[i]));
+  let u = adam_update(vec4(param[i]), vec4(grad[i]), vec4(exp_avg[i]), vec4(exp_avg_sq[i]), scale);
   exp_avg[i] = u.m.x;
   exp_avg_sq[i] = u.v.x;
   param[i] = u.param.x;
@@ -61,10 +70,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wid, nwg, lid);
+  let scale = clip_scale();
   if (i >= p.n / 4u) { return; }
   let texel = vec2<u32>(i % p.width, i / p.width);
   let u = adam_update(textureLoad(param_in, texel), textureLoad(grad_in, texel),
-                      textureLoad(exp_avg_in, texel), textureLoad(exp_avg_sq_in, texel));
+                      textureLoad(exp_avg_in, texel), textureLoad(exp_avg_sq_in, texel), scale);
   exp_avg4[i] = u.m;
   exp_avg_sq4[i] = u.v;
   param4[i] = u.param;

@@ -41,13 +41,15 @@ fn texel(t: u32) -> vec2<u32> {
 }
 
 // b for elements 4i..4i+3 (row/column broadcasts: cols % 4 == 0, so they share a row).
-fn staged_b4(i: u32) -> vec4<f32> {
+// `first` is b[0], read by the entry point before any branch: llvmpipe loads a constant address
+// once for all SIMD lanes only outside control flow.
+fn staged_b4(i: u32, first: f32) -> vec4<f32> {
   let j = 4u * i;
   switch BCAST {
     case 0u: { return textureLoad(b_in, texel(i)); }
     case 1u: { return textureLoad(b_in, texel(((p.offset + j) % p.cols) / 4u)); }
     case 2u: { return vec4<f32>(b[(p.offset + j) / p.cols]); }
-    default: { return vec4<f32>(b[0]); }
+    default: { return vec4<f32>(first); }
   }
 }
 
@@ -99,8 +101,9 @@ fn in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 fn staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
+  let first = b[0];
   if (i >= p.n / 4u) { return; }
-  out4[i] = apply(textureLoad(a_in, texel(i)), staged_b4(i));
+  out4[i] = apply(textureLoad(a_in, texel(i)), staged_b4(i, first));
 }
 
 @compute @workgroup_size(256)
@@ -116,6 +119,8 @@ fn staged_accumulate4(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
+  let first = b[0];
   if (i >= p.n / 4u) { return; }
-  out4[i] = textureLoad(out_in, texel(i)) + apply(textureLoad(a_in, texel(i)), staged_b4(i));
+  let op = apply(textureLoad(a_in, texel(i)), staged_b4(i, first));
+  out4[i] = textureLoad(out_in, texel(i)) + op;
 }

@@ -6,7 +6,14 @@
 // buffers at k per segment. Those passes do no work unless such a tie exists.
 // Tensors larger than one binding come in chunks (whole rows, or a slice of the one batch-wide
 // segment): `values` and `out` are bound from an aligned offset and the chunk starts at `offset`.
-struct Params { segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32, index0: u32 }
+// With STAGED, values are read from a flat staging texture instead (`flatTexels` in
+// texture_pack.ts) that holds them from element `stage0` on, texel t at (t % width, t / width):
+// llvmpipe runs a storage-buffer load whose address differs per lane as a scalar loop over the
+// SIMD lanes, but gathers texel loads.
+struct Params {
+  segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32, index0: u32,
+  stage0: u32, width: u32,
+}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> values: array<f32>;
 @group(0) @binding(2) var<storage, read_write> hist: array<atomic<u32>>;
@@ -16,8 +23,20 @@ struct Params { segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u3
 // Optional data-dependent k (e.g. the number of dead latents): k = min(p.k, u32(k_limit[0])).
 @group(0) @binding(5) var<storage, read> k_limit: array<f32>;
 
+@group(0) @binding(6) var values_in: texture_storage_2d<rgba32float, read>;
+
 override K_FROM_BUFFER: bool = false;
 override RELU_OUTPUT: bool = true;
+override STAGED: bool = false;
+
+fn value_at(i: u32) -> f32 {
+  if (STAGED) {
+    let e = i - p.stage0;
+    let t = e / 4u;
+    return textureLoad(values_in, vec2<u32>(t % p.width, t / p.width))[e % 4u];
+  }
+  return values[i];
+}
 
 const ITEMS = 64u;   // values per invocation per histogram workgroup (16 was ~20% slower: more global atomics)
 const S = 6u;        // state words per segment
@@ -70,7 +89,7 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   for (var t = 0u; counting && t < ITEMS; t++) {
     let j = start + t * 256u;
     if (j < p.seg_len) {
-      let value_key = key_of(values[base + j]);
+      let value_key = key_of(value_at(base + j));
       let key = select(value_key, ~(p.index0 + j), tie_pass);
       if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie_pass || value_key == threshold)) {
         atomicAdd(&local_hist[(key >> shift) & 0xffu], 1u);
@@ -118,13 +137,18 @@ fn choose(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(256)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
+  // The state is read before any branch: llvmpipe loads a constant address once for all SIMD
+  // lanes only outside control flow (inside it, once per lane).
+  let threshold = state[0];
+  let tie_prefix = state[3];
+  let any_kept = state[2] > 0u;
+  let no_ties = state[5] == 0u;
   let i = (wid.y * nwg.x + wid.x) * 256u + lid;
   if (i >= p.seg_len) { return; }
-  let v = values[p.offset + i];
+  let v = value_at(p.offset + i);
   let key = key_of(v);
-  let threshold = state[0];
-  let tie_kept = state[5] == 0u || ~(p.index0 + i) >= state[3];
-  let selected = state[2] > 0u && (key > threshold || (key == threshold && tie_kept));
+  let tie_kept = no_ties || ~(p.index0 + i) >= tie_prefix;
+  let selected = any_kept && (key > threshold || (key == threshold && tie_kept));
   let kept = select(v, max(v, 0.0), RELU_OUTPUT);
   out[p.offset + i] = select(0.0, kept, selected);
 }
@@ -203,7 +227,7 @@ fn row_pass(lid: u32, base: u32, source: u32, count: u32, digit: u32, tie: bool,
   workgroupBarrier();
   if (source == FROM_ROW) {
     for (var i = lid; i < count; i += ROW_WG) {
-      tally(key_of(values[base + i]), i, tie, threshold, prefix, digit);
+      tally(key_of(value_at(base + i)), i, tie, threshold, prefix, digit);
     }
   } else if (source == FROM_CANDIDATES) {
     for (var i = lid; i < count; i += ROW_WG) {
@@ -257,7 +281,7 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
       var best = 0u;
       for (var m = c * per_slice; m < min((c + 1u) * per_slice, per_invocation); m++) {
         let j = lid + ROW_WG * m;
-        if (j < p.seg_len) { best = max(best, key_of(values[base + j])); }
+        if (j < p.seg_len) { best = max(best, key_of(value_at(base + j))); }
       }
       maxima[lid * CHUNKS + c] = best;
     }
@@ -268,7 +292,7 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     let bound = workgroupUniformLoad(&row_state[0]);
     for (var j = lid; j < p.seg_len; j += ROW_WG) {
-      let key = key_of(values[base + j]);
+      let key = key_of(value_at(base + j));
       if (key >= bound) {
         let at = atomicAdd(&candidate_count, 1u);
         if (at < CANDIDATES) {
@@ -312,7 +336,7 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     return;
   }
   for (var j = lid; j < p.seg_len; j += ROW_WG) {
-    let v = values[base + j];
+    let v = value_at(base + j);
     let key = key_of(v);
     let tie_kept = !ties || ~j >= tie_prefix;
     let selected = k > 0u && (key > threshold || (key == threshold && tie_kept));

@@ -3,7 +3,7 @@ import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { flatCapacity, flatTexels, flatWidth } from "./texture_pack.ts";
+import { flatTexels, flatWidth, rowsStageable, stagedRowRuns } from "./texture_pack.ts";
 
 const ROW_FNS = { sum: 0, sumSquares: 1, sumAbs: 2, countGreater: 3, sumAbsPow: 4 } as const;
 /** What each row sums: values, squares, |values|, count of values > alpha, |values|^alpha. */
@@ -22,7 +22,7 @@ export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?:
   const result = out ?? gpu.empty([a.rows]);
   const short = a.cols <= SHORT_MAX_COLS && a.rows >= SHORT_MIN_ROWS;
   const constants = { F: ROW_FNS[fn] };
-  if (short && staged(a)) {
+  if (short && rowsStageable(a)) {
     const kernel = gpu.kernel("reduce", wgsl("reduce"), "rows_short_staged", constants);
     for (const { row0, rows, texels } of stagedRowRuns(a)) {
       const uniforms = params([rows, a.cols, row0, 0, flatWidth(gpu)], [alpha, 0]);
@@ -43,26 +43,6 @@ export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?:
     gpu.dispatch(kernel, [bind(a, c), result], [x, y], uniforms);
   }
   return result;
-}
-
-/** Whether `a`'s rows can be read from flat staging textures (whole texels, a row per run). */
-function staged(a: Tensor): boolean {
-  return a.cols % 4 === 0 && a.cols <= flatCapacity(a.gpu);
-}
-
-/**
- * Runs of whole rows of `a`, each staged into one flat texture (its first row at texel 0) as the
- * loop reaches it: a generator, so each run's copy is recorded after the previous dispatch.
- */
-function* stagedRowRuns(
-  a: Tensor,
-): Generator<{ row0: number; rows: number; texels: GPUTextureView }> {
-  const perRun = Math.floor(flatCapacity(a.gpu) / a.cols);
-  for (let row0 = 0; row0 < a.rows; row0 += perRun) {
-    const rows = Math.min(perRun, a.rows - row0);
-    const run = { start: row0 * a.cols, count: rows * a.cols };
-    yield { row0, rows, texels: flatTexels(a, run, "flat0") };
-  }
 }
 
 /** out[j] = Σ_r a[r, j] → shape [cols] (bias gradients). */
@@ -89,7 +69,7 @@ export function reduceAll(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?: 
 /** out = alpha · (a · v) + beta · out for a [rows, cols] matrix and a [cols] vector, in place. */
 export function matVecInto(a: Tensor, v: Tensor, out: Tensor, alpha = 1, beta = 1): void {
   const gpu = a.gpu;
-  if (staged(a)) {
+  if (rowsStageable(a)) {
     const kernel = gpu.kernel("reduce", wgsl("reduce"), "row_dots_staged");
     const vTexels = flatTexels(v, { start: 0, count: v.size }, "flat1");
     for (const { row0, rows, texels } of stagedRowRuns(a)) {

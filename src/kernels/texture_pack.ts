@@ -38,9 +38,10 @@ export function flatWidth(gpu: Gpu): number {
   return gpu.limits.maxTextureDimension2D - 16;
 }
 
-/** Elements one `flatTexels` call can stage (4 per texel), for callers that split their work. */
-export function flatCapacity(gpu: Gpu): number {
-  return 4 * flatWidth(gpu) * textureSide(FLAT_ROWS, false);
+/** Elements a flat texture of `rows` rows holds (4 per texel): by default, what one
+ * `flatTexels` call can stage, for callers that split their work. */
+export function flatCapacity(gpu: Gpu, rows = FLAT_ROWS): number {
+  return 4 * flatWidth(gpu) * textureSide(rows, false);
 }
 
 /** A piece [start, start + count) of a flat tensor. */
@@ -73,19 +74,21 @@ export function runRange(t: Tensor, { start, count }: FlatRun): GPUBufferBinding
  * memcpy in lavapipe. Elementwise kernels read their operands from these instead of from storage
  * buffers, whose per-lane loads llvmpipe runs as a scalar loop (a 37.7 MB read: ~45 ms from a
  * buffer, ~12 ms from a texture). start and count must be multiples of 4 and count at most
- * `flatCapacity`.
+ * `flatCapacity(gpu, rows)`: the texture has `rows` rows (FLAT_ROWS unless a caller stages a
+ * whole tensor at once).
  */
 export function flatTexels(
   t: Tensor,
   { start, count }: FlatRun,
   role: string,
+  rows = FLAT_ROWS,
 ): GPUTextureView {
   const gpu = t.gpu;
-  if (start % 4 !== 0 || count % 4 !== 0 || count > flatCapacity(gpu)) {
+  if (start % 4 !== 0 || count % 4 !== 0 || count > flatCapacity(gpu, rows)) {
     throw new GpuError(`flatTexels: [${start}, +${count}) is not whole texels of one staging`);
   }
   const width = flatWidth(gpu);
-  const texture = packedTexture(gpu, role, width, FLAT_ROWS);
+  const texture = packedTexture(gpu, role, width, rows);
   const texels = count / 4;
   const fullRows = Math.floor(texels / width);
   const rest = texels % width;
@@ -99,6 +102,32 @@ export function flatTexels(
     gpu.copyBufferToTexture(source(fullRows), { texture, origin: [0, fullRows] }, [rest, 1]);
   }
   return texture.createView();
+}
+
+/** Whether `a`'s rows can be staged in runs of whole rows (whole texels, a row per run). */
+export function rowsStageable(a: Tensor): boolean {
+  return a.cols % 4 === 0 && a.cols <= flatCapacity(a.gpu);
+}
+
+/**
+ * Runs of whole rows of `a` (`rowsStageable`), each staged into one flat texture (its first row
+ * at texel 0) as the loop reaches it: a generator, so each run's copy is recorded after the
+ * previous run's dispatch.
+ */
+export function* stagedRowRuns(
+  a: Tensor,
+): Generator<{ row0: number; rows: number; texels: GPUTextureView }> {
+  const perRun = Math.floor(flatCapacity(a.gpu) / a.cols);
+  for (let row0 = 0; row0 < a.rows; row0 += perRun) {
+    const rows = Math.min(perRun, a.rows - row0);
+    const run = { start: row0 * a.cols, count: rows * a.cols };
+    yield { row0, rows, texels: flatTexels(a, run, "flat0") };
+  }
+}
+
+/** A tiny texture for a declared texture binding that a dispatch leaves unread. */
+export function unusedTexels(gpu: Gpu): GPUTextureView {
+  return packedTexture(gpu, "unused", 1, 1).createView();
 }
 
 /**

@@ -4,12 +4,19 @@
  * per segment (ties with the k-th value go to the lowest indices), so at most k·segments outputs
  * are nonzero.
  */
-import { GpuError, type Kernel } from "../gpu/device.ts";
+import { type Binding, GpuError, type Kernel } from "../gpu/device.ts";
 import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
+import {
+  flatTexels,
+  flatWidth,
+  rowsStageable,
+  stagedRowRuns,
+  unusedTexels,
+} from "./texture_pack.ts";
 
 const ITEMS_PER_WORKGROUP = 256 * 64;
 /**
@@ -74,18 +81,34 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   checkK(k, segLen);
   if (k === 0) return gpu.zeros(values.shape);
   const method = options.method ?? rowSelectMethod(k, segLen);
+  // The radix kernel reads rows from staging textures where they are whole texels and the
+  // tensors fit one binding (the dispatches then address rows from the start of the tensor).
+  const staged = method === "radix" && rowsStageable(values) &&
+    chunks(gpu, rows, segLen).length === 1;
   const { kernel, out, rowsPerWorkgroup } = method === "scan"
     ? scanKernel(values, k, options)
-    : radixKernel(values, k, options);
+    : radixKernel(values, k, options, staged);
   const kLimit = options.kLimit ?? gpu.unusedBinding;
-  // Big matrices go in chunks of whole rows.
+  const dispatch = (bindings: (Binding | undefined)[], count: number, uniforms: ArrayBuffer) => {
+    const grid = grid1d(Math.ceil(count / rowsPerWorkgroup) * 256); // grid1d counts 256 per group
+    gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid), uniforms);
+  };
+  if (staged) {
+    for (const { row0, rows: count, texels } of stagedRowRuns(values)) {
+      const start = row0 * segLen;
+      const uniforms = params([count, segLen, k, 0, start, 0, start, flatWidth(gpu)]);
+      dispatch([values, undefined, undefined, out, kLimit, texels], count, uniforms);
+    }
+    return out;
+  }
+  // Big matrices go in chunks of whole rows. The scan kernel declares no texture.
+  const texels = method === "radix" ? unusedTexels(gpu) : undefined;
   for (const c of chunks(gpu, rows, segLen)) {
-    const grid = grid1d(Math.ceil(c.count / rowsPerWorkgroup) * 256); // grid1d counts 256 per group
-    gpu.dispatch(
-      kernel,
-      [bind(values, c), undefined, undefined, bind(out, c), kLimit],
-      gatedIf(options.gate, grid),
-      params([c.count, segLen, k, 0, c.shift, 0]),
+    const uniforms = params([c.count, segLen, k, 0, c.shift, 0, 0, 0]);
+    dispatch(
+      [bind(values, c), undefined, undefined, bind(out, c), kLimit, texels],
+      c.count,
+      uniforms,
     );
   }
   return out;
@@ -97,10 +120,16 @@ interface RowSelection {
   rowsPerWorkgroup: number;
 }
 
-function radixKernel(values: Tensor, k: number, options: SelectOptions): RowSelection {
+function radixKernel(
+  values: Tensor,
+  k: number,
+  options: SelectOptions,
+  staged: boolean,
+): RowSelection {
   const gpu = values.gpu;
   const prefilter = k <= PREFILTER_MAX_K && values.cols >= PREFILTER_MIN_LEN;
   const constants = {
+    STAGED: staged ? 1 : 0,
     K_FROM_BUFFER: options.kLimit ? 1 : 0,
     RELU_OUTPUT: options.raw ? 0 : 1,
     PREFILTER: prefilter ? 1 : 0,
@@ -144,36 +173,45 @@ function selectBatch(values: Tensor, count: number): Tensor {
   const hist = gpu.empty([256], "u32");
   const state = gpu.empty([6], "u32");
   const code = wgsl("topk_select");
-  const constants = { K_FROM_BUFFER: 0, RELU_OUTPUT: 1 };
+  // Every pass reads the values: stage them whole, once, where they fit one binding and one
+  // texture (rows of flatWidth texels from the tensor's first element).
+  const stagedRows = Math.ceil(segLen / 4 / flatWidth(gpu));
+  const staged = segLen % 4 === 0 && elementChunks.length === 1 &&
+    stagedRows <= gpu.limits.maxTextureDimension2D - 2;
+  const texels = staged
+    ? flatTexels(values, { start: 0, count: segLen }, "topk batch", stagedRows)
+    : unusedTexels(gpu);
+  const stage = staged ? [0, flatWidth(gpu)] : [0, 0];
+  const constants = { K_FROM_BUFFER: 0, RELU_OUTPUT: 1, STAGED: staged ? 1 : 0 };
   gpu.dispatch(
     gpu.kernel("topk_select", code, "init", constants),
     [undefined, hist, state, undefined, gpu.unusedBinding],
     [1],
-    params([1, segLen, count, 0, 0, 0]),
+    params([1, segLen, count, 0, 0, 0, 0, 0]),
   );
   // Passes 0-3 find the k-th value; 4-7 break ties with it by index (no work without ties).
   for (let pass = 0; pass < 8; pass++) {
     for (const c of elementChunks) {
       gpu.dispatch(
-        gpu.kernel("topk_select", code, "histogram"),
-        [bind(values, c), hist, state],
+        gpu.kernel("topk_select", code, "histogram", constants),
+        [bind(values, c), hist, state, undefined, undefined, texels],
         [groups(c.count, ITEMS_PER_WORKGROUP), 1],
-        params([1, c.count, count, pass, c.shift, c.first]),
+        params([1, c.count, count, pass, c.shift, c.first, ...stage]),
       );
     }
     gpu.dispatch(
       gpu.kernel("topk_select", code, "choose"),
       [undefined, hist, state],
       [1],
-      params([1, segLen, count, pass, 0, 0]),
+      params([1, segLen, count, pass, 0, 0, 0, 0]),
     );
   }
   for (const c of elementChunks) {
     gpu.dispatch(
       gpu.kernel("topk_select", code, "apply", constants),
-      [bind(values, c), undefined, state, bind(out, c)],
+      [bind(values, c), undefined, state, bind(out, c), undefined, texels],
       grid1d(c.count),
-      params([1, c.count, count, 0, c.shift, c.first]),
+      params([1, c.count, count, 0, c.shift, c.first, ...stage]),
     );
   }
   hist.dispose();
