@@ -156,16 +156,17 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // ---- select_rows: the whole selection of one row in one workgroup ------------------------------
 // Per-row top-k in one dispatch, one workgroup per row. A prefilter finds a lower bound for the
 // k-th value without touching the row more than once: each invocation takes the maxima of
-// CHUNKS slices of its elements, and the k-th largest of those 256·CHUNKS maxima (its top 16
-// bits) is at most the row's k-th value (k slices each hold an element at least that large).
-// Elements at or above the bound, usually a few times k, are gathered into workgroup memory and
-// the radix passes run there. When they do not fit (many equal values) the passes walk the row instead. Same keys,
-// tie-break and output as the multi-dispatch path above.
-const CHUNKS = 4u;
-const MAXIMA = 1024u;      // 256 · CHUNKS, room for the widest workgroup
-// Invocations per row: 256, or 64 on short rows without the prefilter, where a pass over a few
-// elements per invocation costs mostly its barriers (fewer invocations, fewer SIMD groups).
-override ROW_WG: u32 = 256u;
+// CHUNKS slices of its elements, and the k-th largest of those MAXIMA maxima (its top 16 bits)
+// is at most the row's k-th value (k slices each hold an element at least that large). Elements
+// at or above the bound, usually a few times k, are gathered into workgroup memory and the radix
+// passes run there. When they do not fit (many equal values) the passes walk the row instead.
+// Same keys, tie-break and output as the multi-dispatch path above.
+// 64 invocations per row: the passes cost mostly their barriers, which fewer SIMD groups make
+// cheaper (AuxK's [1024, 1984], k 384: 94 -> 70 ms against 256; the reference's [1024, 12288],
+// k 64, with the prefilter: 320 -> 284 ms; 32 and 128 measured 276 and 305).
+const ROW_WG = 64u;
+const CHUNKS = 16u;
+const MAXIMA = 1024u;      // ROW_WG · CHUNKS
 // The host turns the prefilter off when k > MAXIMA.
 override PREFILTER: bool = true;
 const CANDIDATES = 2048u;  // candidates kept in workgroup memory

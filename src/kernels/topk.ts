@@ -26,13 +26,6 @@ const ITEMS_PER_WORKGROUP = 256 * 64;
  */
 const PREFILTER_MAX_K = 1024;
 const PREFILTER_MIN_LEN = 4096;
-/**
- * Invocations per row without the prefilter (ROW_WG in topk_select.wgsl): passes over a few
- * elements per invocation cost mostly barriers. 64 took AuxK's [1024, 1984], k 384 from 94 to
- * 70 ms and [256, 1024], k 16 from 25 to 20 ms.
- */
-const SHORT_ROW_INVOCATIONS = 64;
-
 /** Register-list lengths of `select_rows_scan` (topk_scan.wgsl), one pipeline each. */
 const SCAN_LENGTHS = [8, 16, 32, 64];
 /** ROWS_PER_WORKGROUP in topk_scan.wgsl. */
@@ -133,7 +126,6 @@ function radixKernel(
     K_FROM_BUFFER: options.kLimit ? 1 : 0,
     RELU_OUTPUT: options.raw ? 0 : 1,
     PREFILTER: prefilter ? 1 : 0,
-    ROW_WG: prefilter ? 256 : SHORT_ROW_INVOCATIONS,
   };
   return {
     kernel: gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants),
