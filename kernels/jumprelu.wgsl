@@ -20,7 +20,7 @@
 // `offset`. backward: `rows` rows from global row `row0`, the first at h[shift] and g[shift];
 // chunks after the first add their per-column sums into col_out.
 struct Params {
-  rows: u32, cols: u32, offset: u32, row0: u32, n: u32, shift: u32, _u0: u32, _u1: u32,
+  rows: u32, cols: u32, offset: u32, row0: u32, n: u32, shift: u32, width: u32, _u1: u32,
   bandwidth: f32, l0_scale: f32, tanh_scale: f32, pre_scale: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,11 +42,15 @@ override SUPPORT: bool = false;
 // forward's support output (bound to a placeholder without SUPPORT).
 @group(0) @binding(7) var<storage, read_write> support_out: array<f32>;
 
-// vec4 views for forward4 (four elements per invocation when cols % 4 == 0, ~2x faster on
-// llvmpipe); the scalar entry point runs the same vec4 functions on one lane.
-@group(0) @binding(1) var<storage, read> h4: array<vec4<f32>>;
+// forward_staged4 (cols % 4 == 0) takes four elements per invocation and reads h and the
+// thresholds from flat staging textures (texel q at (q % width, q / width); `flatTexels` in
+// texture_pack.ts): llvmpipe runs a storage-buffer load whose address differs per lane as a
+// scalar loop over the SIMD lanes, but gathers texel loads. It writes through vec4 views; the
+// scalar entry point runs the same vec4 functions on one lane.
 @group(0) @binding(5) var<storage, read_write> acts4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> support_out4: array<vec4<f32>>;
+@group(0) @binding(8) var h_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(9) var t_in: texture_storage_2d<rgba32float, read>;
 
 fn kept(x: vec4<f32>, tc: vec4<f32>) -> vec4<f32> {
   return select(vec4<f32>(0.0), x, x > tc);
@@ -61,10 +65,8 @@ fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * 256u + lid;
 }
 
-// Thresholds of elements 4i .. 4i+3 (cols % 4 == 0, so they share a row).
-fn threshold4(i: u32) -> vec4<f32> {
-  let c = (p.offset + 4u * i) % p.cols;
-  return vec4<f32>(t[c], t[c + 1u], t[c + 2u], t[c + 3u]);
+fn texel(q: u32) -> vec2<u32> {
+  return vec2<u32>(q % p.width, q / p.width);
 }
 
 @compute @workgroup_size(256)
@@ -78,13 +80,14 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   if (SUPPORT) { support_out[i] = support(x, tc).x; }
 }
 
+// Elements 4i .. 4i+3 of the run from element `offset` (cols % 4 == 0, so they share a row).
 @compute @workgroup_size(256)
-fn forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
+fn forward_staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
   let i = flat(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
-  let x = h4[i];
-  let tc = threshold4(i);
+  let x = textureLoad(h_in, texel(i));
+  let tc = textureLoad(t_in, texel(((p.offset + 4u * i) % p.cols) / 4u));
   acts4[i] = kept(x, tc);
   if (SUPPORT) { support_out4[i] = support(x, tc); }
 }

@@ -67,7 +67,8 @@ function reference(
 
 Deno.test("jumpReluForward keeps h where h > t (strictly), per column", gpuTest, async () => {
   const gpu = await testGpu();
-  for (const [rows, cols] of [[1, 1], [7, 300], [33, 129]]) {
+  // [1100, 4096] reads h in two staging runs, the second starting mid-row.
+  for (const [rows, cols] of [[1, 1], [7, 300], [33, 129], [1100, 4096]]) {
     const { h, t } = inputs(rows, cols, rows + cols);
     const got = await jumpReluForward(gpu.upload(h, [rows, cols]), gpu.upload(t)).read();
     const ref = h.map((x, i) => (x > t[i % cols] ? x : 0));
@@ -81,7 +82,7 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     const bandwidth = 0.5;
-    for (const [rows, cols] of [[1, 1], [7, 300], [33, 129]]) {
+    for (const [rows, cols] of [[1, 1], [7, 300], [33, 129], [1100, 4096]]) {
       const { h, t } = inputs(rows, cols, rows + cols + 1);
       const out = jumpReluForwardWithSupport(gpu.upload(h, [rows, cols]), gpu.upload(t), bandwidth);
       const [acts, support] = await gpu.readMany([out.acts, out.support]);

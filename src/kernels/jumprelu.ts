@@ -6,6 +6,7 @@ import { grid1d } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
 import { groups, params, wgsl } from "./source.ts";
 import type { SparseLists } from "./sparse.ts";
+import { flatRuns, flatTexels, flatWidth, runRange } from "./texture_pack.ts";
 
 /** How the sparsity and pre-activation losses are formed (SAELens JumpReLU config). */
 export interface JumpReluLossOptions {
@@ -58,27 +59,32 @@ function forward(h: Tensor, threshold: Tensor, supportBandwidth?: number) {
   const gpu = h.gpu;
   const acts = gpu.empty(h.shape);
   const support = supportBandwidth === undefined ? undefined : gpu.empty(h.shape);
-  // Four elements per invocation when each group of four shares a row.
-  const vec4 = h.cols % 4 === 0;
-  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), vec4 ? "forward4" : "forward", {
-    SUPPORT: support ? 1 : 0,
-  });
-  const options = {
-    bandwidth: supportBandwidth ?? 1,
-    mode: "step" as const,
-    l0Scale: 0,
-    tanhScale: 0,
-    preActScale: 0,
-  };
+  const constants = { SUPPORT: support ? 1 : 0 };
+  const bandwidth = supportBandwidth ?? 1;
+  // Four elements per invocation from staging textures when each group of four shares a row.
+  if (h.cols % 4 === 0) {
+    const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "forward_staged4", constants);
+    const thresholds = flatTexels(threshold, { start: 0, count: threshold.size }, "flat1");
+    for (const run of flatRuns(gpu, h.size)) {
+      const supportOut = support ? runRange(support, run) : gpu.unusedBinding;
+      const outputs = [runRange(acts, run), undefined, supportOut];
+      const textures = [flatTexels(h, run, "flat0"), thresholds];
+      const fields = [h.rows, h.cols, run.start, 0, run.count, 0, flatWidth(gpu), 0];
+      gpu.dispatch(
+        kernel,
+        [undefined, undefined, undefined, undefined, ...outputs, ...textures],
+        grid1d(run.count / 4),
+        params(fields, [bandwidth, 0, 0, 0]),
+      );
+    }
+    return { acts, support };
+  }
+  const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "forward", constants);
+  const options = { bandwidth, mode: "step" as const, l0Scale: 0, tanhScale: 0, preActScale: 0 };
   for (const c of chunks(gpu, h.size, 1, { multiple: 4, aligned: true })) {
     const supportOut = support ? bind(support, c) : gpu.unusedBinding;
     const bindings = [bind(h, c), threshold, undefined, undefined, bind(acts, c), undefined];
-    gpu.dispatch(
-      kernel,
-      [...bindings, supportOut],
-      grid1d(vec4 ? c.count / 4 : c.count),
-      uniforms(h, c, options),
-    );
+    gpu.dispatch(kernel, [...bindings, supportOut], grid1d(c.count), uniforms(h, c, options));
   }
   return { acts, support };
 }

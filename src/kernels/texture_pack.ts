@@ -125,6 +125,17 @@ export function* stagedRowRuns(
   }
 }
 
+/**
+ * All of `t` in one flat texture (`role`), for kernels that read it in several passes or in an
+ * order that runs of rows do not fit; null unless it is whole texels within one texture.
+ */
+export function wholeTexels(t: Tensor, role: string): GPUTextureView | null {
+  const gpu = t.gpu;
+  const rows = Math.ceil(t.size / 4 / flatWidth(gpu));
+  const fits = textureSide(rows, false) <= gpu.limits.maxTextureDimension2D;
+  return t.size % 4 === 0 && fits ? flatTexels(t, { start: 0, count: t.size }, role, rows) : null;
+}
+
 /** A tiny texture for a declared texture binding that a dispatch leaves unread. */
 export function unusedTexels(gpu: Gpu): GPUTextureView {
   return packedTexture(gpu, "unused", 1, 1).createView();

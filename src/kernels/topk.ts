@@ -11,11 +11,11 @@ import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 import {
-  flatTexels,
   flatWidth,
   rowsStageable,
   stagedRowRuns,
   unusedTexels,
+  wholeTexels,
 } from "./texture_pack.ts";
 
 const ITEMS_PER_WORKGROUP = 256 * 64;
@@ -165,14 +165,10 @@ function selectBatch(values: Tensor, count: number): Tensor {
   const hist = gpu.empty([256], "u32");
   const state = gpu.empty([6], "u32");
   const code = wgsl("topk_select");
-  // Every pass reads the values: stage them whole, once, where they fit one binding and one
-  // texture (rows of flatWidth texels from the tensor's first element).
-  const stagedRows = Math.ceil(segLen / 4 / flatWidth(gpu));
-  const staged = segLen % 4 === 0 && elementChunks.length === 1 &&
-    stagedRows <= gpu.limits.maxTextureDimension2D - 2;
-  const texels = staged
-    ? flatTexels(values, { start: 0, count: segLen }, "topk batch", stagedRows)
-    : unusedTexels(gpu);
+  // Every pass reads the values: stage them whole, once, where they fit one binding.
+  const wholeValues = elementChunks.length === 1 ? wholeTexels(values, "topk batch") : null;
+  const staged = wholeValues !== null;
+  const texels = wholeValues ?? unusedTexels(gpu);
   const stage = staged ? [0, flatWidth(gpu)] : [0, 0];
   const constants = { K_FROM_BUFFER: 0, RELU_OUTPUT: 1, STAGED: staged ? 1 : 0 };
   gpu.dispatch(
