@@ -82,10 +82,10 @@ function markdown(
     "",
     "## Train step (forward, losses, backward, bookkeeping, clip, Adam)",
     "",
-    `| architecture | batch | d_in | d_sae | k | L0 (warm-up → after) | dead latents | tokens/s | ms/step | peak GPU buffers (MiB) |${
+    `| architecture | batch | d_in | d_sae | k | L0 (warm-up → after) | dead latents | tokens/s | ms/step | peak GPU buffers (MiB) | textures (MiB) |${
       withTorch ? " PyTorch tokens/s | ratio |" : ""
     }`,
-    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${
+    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${
       withTorch ? " ---: | ---: |" : ""
     }`,
     ...steps.map((s) =>
@@ -93,12 +93,12 @@ function markdown(
         s.l0_after.toFixed(0)
       } | ${s.dead_latents} | ${Math.round(s.tokens_per_s)} | ${s.ms_per_step.toFixed(1)} | ${
         mib(s.peak_buffer_bytes)
-      } |${torchCells(s)}`
+      } | ${mib(s.texture_bytes)} |${torchCells(s)}`
     ),
     "",
     `- TopK-family runs hold ${
       DEAD_FRACTION * 100
-    }% of latents dead (b_enc −1000, dead_feature_window 1), as the baseline marks them, so both sides compute AuxK; latents that never fire on the repeated benchmark batch count as dead too. Standard, JumpReLU and Gated start with encoder (gate) biases that put L0 near k, the regime of a trained SAE. Kernel paths are chosen as in training (\`auto\`): the TopK family always runs the sparse step, the ReLU family (standard, JumpReLU without a pre-activation loss, Gated) while the L0 measured in warm-up is at most d_sae/32; one more warm-up step on the chosen path compiles its pipelines before timing. L0 is measured at the last warm-up step and at one step after the timed ones: on the repeated batch the ReLU family's L0 drifts (the standard SAE's rises by about 5 a step at the reference shape), so the timed steps run between the two.`,
+    }% of latents dead (b_enc −1000, dead_feature_window 1), as the baseline marks them, so both sides compute AuxK; latents that never fire on the repeated benchmark batch count as dead too. Standard, JumpReLU and Gated start with encoder (gate) biases that put L0 near k, the regime of a trained SAE. Kernel paths are chosen as in training (\`auto\`): the TopK family always runs the sparse step, the ReLU family (standard, JumpReLU without a pre-activation loss, Gated) while the L0 measured in warm-up is at most d_sae/32; one more warm-up step on the chosen path compiles its pipelines before timing. L0 is measured at the last warm-up step and at one step after the timed ones: on the repeated batch the ReLU family's L0 drifts (the standard SAE's rises by about 5 a step at the reference shape), so the timed steps run between the two. Textures: the packing and staging textures (GEMM operands, staged operands of elementwise kernels, the sparse step's entries) each run creates; they are cached for reuse, outside the buffer pool.`,
     "",
     torchLine,
     "",

@@ -11,6 +11,7 @@ import type { StepConfig } from "../src/saes/step.ts";
 import { TrainingSae } from "../src/saes/training_sae.ts";
 import { Trainer } from "../src/train/trainer.ts";
 import { Rng } from "../src/util/rng.ts";
+import { releaseTextures, textureBytes } from "../src/kernels/texture_pack.ts";
 
 export interface TrainStepShape {
   arch: string;
@@ -34,6 +35,8 @@ export interface TrainStepResult extends TrainStepShape {
   ms_per_step: number;
   /** Peak bytes held in GPU tensors during the run. */
   peak_buffer_bytes: number;
+  /** Bytes of the packing and staging textures the run created (held until released). */
+  texture_bytes: number;
   /** Latents the trainer counted dead after the timed steps (and one more). */
   dead_latents: number;
   /** GPU time per kernel over the timed steps, largest first (with `passes`). */
@@ -86,6 +89,9 @@ export async function benchTrainStep(
     dead_feature_window: 1,
     logger: { log_to_wandb: false },
   }, "bench trainer");
+  // Textures cached by an earlier run would go uncounted here: start without any.
+  await gpu.sync();
+  releaseTextures(gpu);
   const before = gpu.liveBytes;
   gpu.peakBytes = before;
   const params = initializeParams(arch, cfg, 0);
@@ -136,6 +142,7 @@ export async function benchTrainStep(
     tokens_per_s: (shape.batch * shape.steps) / seconds,
     ms_per_step: (seconds * 1000) / shape.steps,
     peak_buffer_bytes: peak,
+    texture_bytes: textureBytes(gpu),
     dead_latents: dead,
     l0: warmUp[warmUp.length - 1].l0,
     l0_after: after[after.length - 1].l0,

@@ -88,7 +88,14 @@ export function flatTexels(
     throw new GpuError(`flatTexels: [${start}, +${count}) is not whole texels of one staging`);
   }
   const width = flatWidth(gpu);
-  const texture = packedTexture(gpu, role, width, rows);
+  // Small tensors take a shorter texture (rows in powers of two, so few sizes get cached).
+  const needed = Math.max(1, Math.ceil(count / 4 / width));
+  const texture = packedTexture(
+    gpu,
+    role,
+    width,
+    Math.min(rows, 2 ** Math.ceil(Math.log2(needed))),
+  );
   const texels = count / 4;
   const fullRows = Math.floor(texels / width);
   const rest = texels % width;
@@ -237,6 +244,19 @@ export function packedTexture(
     cache.set(key, texture);
   }
   return texture;
+}
+
+/** Bytes held by the cached packing and staging textures of `gpu` (for memory reports). */
+export function textureBytes(gpu: Gpu): number {
+  let bytes = 0;
+  for (const t of textures.get(gpu)?.values() ?? []) bytes += 16 * t.width * t.height;
+  return bytes;
+}
+
+/** Destroys the cached textures of `gpu` (nothing recorded may still read them). */
+export function releaseTextures(gpu: Gpu): void {
+  for (const t of textures.get(gpu)?.values() ?? []) t.destroy();
+  textures.delete(gpu);
 }
 
 /**
