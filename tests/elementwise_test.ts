@@ -12,7 +12,7 @@ import {
   reduceRows,
   type RowReduction,
 } from "../src/kernels/reduce.ts";
-import { flatWidth } from "../src/kernels/texture_pack.ts";
+import { flatWidth } from "../src/kernels/staging.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const f = Math.fround;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { updateTopkThreshold } from "../src/kernels/batchtopk.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../src/kernels/lp_norm.ts";
-import { flatWidth } from "../src/kernels/texture_pack.ts";
+import { flatWidth } from "../src/kernels/staging.ts";
 import { Adam, applyClip, clipCoefficient } from "../src/train/optimizer.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 

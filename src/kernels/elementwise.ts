@@ -4,7 +4,7 @@ import { type Binding, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { params, wgsl } from "./source.ts";
-import { flatRuns, flatTexels, flatWidth, runRange } from "./texture_pack.ts";
+import { flatRuns, flatTexels, flatWidth, runRange } from "./staging.ts";
 
 const BINARY_OPS = {
   add: 0,

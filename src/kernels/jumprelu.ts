@@ -6,7 +6,7 @@ import { grid1d } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
 import { groups, params, wgsl } from "./source.ts";
 import type { SparseLists } from "./sparse.ts";
-import { flatRuns, flatTexels, flatWidth, runRange } from "./texture_pack.ts";
+import { flatRuns, flatTexels, flatWidth, runRange } from "./staging.ts";
 
 /** How the sparsity and pre-activation losses are formed (SAELens JumpReLU config). */
 export interface JumpReluLossOptions {

@@ -3,7 +3,7 @@ import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { flatTexels, flatWidth, rowsStageable, stagedRowRuns } from "./texture_pack.ts";
+import { flatTexels, flatWidth, rowsStageable, stagedRowRuns } from "./staging.ts";
 
 const ROW_FNS = { sum: 0, sumSquares: 1, sumAbs: 2, countGreater: 3, sumAbsPow: 4 } as const;
 /** What each row sums: values, squares, |values|, count of values > alpha, |values|^alpha. */

@@ -8,7 +8,8 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { flatWidth, packedTexture, texelRows } from "./texture_pack.ts";
+import { flatWidth } from "./staging.ts";
+import { packedTexture, texelRows } from "./texture_pack.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
 export interface SparseLists {

@@ -10,13 +10,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
-import {
-  flatWidth,
-  rowsStageable,
-  stagedRowRuns,
-  unusedTexels,
-  wholeTexels,
-} from "./texture_pack.ts";
+import { flatWidth, rowsStageable, stagedRowRuns, unusedTexels, wholeTexels } from "./staging.ts";
 
 const ITEMS_PER_WORKGROUP = 256 * 64;
 /**

@@ -4,7 +4,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "../kernels/elementwise.ts";
 import { reduceAll } from "../kernels/reduce.ts";
 import { params, wgsl } from "../kernels/source.ts";
-import { flatRuns, flatTexels, flatWidth, runRange } from "../kernels/texture_pack.ts";
+import { flatRuns, flatTexels, flatWidth, runRange } from "../kernels/staging.ts";
 
 /**
  * torch.nn.utils.clip_grad_norm_'s coefficient: a [2] tensor [total 2-norm of all gradients,
