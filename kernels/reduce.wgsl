@@ -25,7 +25,6 @@ fn texel(t: u32) -> vec2<u32> {
 
 override F: u32 = 0u;
 const WG = 256u;
-var<workgroup> partial: array<f32, WG>;
 
 fn f(x: f32) -> f32 {
   switch F {
@@ -37,30 +36,37 @@ fn f(x: f32) -> f32 {
   }
 }
 
-// Sums the workgroup's partial sums (every invocation must call it: it has barriers).
-fn workgroup_sum(lid: u32, acc: f32) -> f32 {
-  partial[lid] = acc;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { partial[lid] += partial[lid + stride]; }
-    workgroupBarrier();
-  }
-  return partial[0];
-}
+// rows_main runs 64 invocations per row: its time is mostly barriers, which fewer SIMD groups make
+// cheaper. Invocation lid keeps the strided partial sums of lanes lid, lid + 64, lid + 128 and
+// lid + 192 of the 256 (element j goes to lane j % 256, in ascending order), adds them as the
+// tree's first two levels would (stride 128, then 64), and the last six levels run in workgroup
+// memory: the same sums as 256 invocations with a full tree.
+const MAIN_WG = 64u;
+var<workgroup> partial: array<f32, MAIN_WG>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(MAIN_WG)
 fn rows_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
   let r = wid.y * nwg.x + wid.x;
   // Uniform control flow: every invocation reaches the barriers even past the last row.
   let valid = r < p.rows;
-  var acc = 0.0;
+  var lanes = vec4<f32>();
   if (valid) {
     let base = p.shift + r * p.cols;
-    for (var j = lid; j < p.cols; j += WG) { acc += f(a[base + j]); }
+    for (var j = lid; j < p.cols; j += WG) {
+      lanes.x += f(a[base + j]);
+      if (j + MAIN_WG < p.cols) { lanes.y += f(a[base + j + MAIN_WG]); }
+      if (j + 2u * MAIN_WG < p.cols) { lanes.z += f(a[base + j + 2u * MAIN_WG]); }
+      if (j + 3u * MAIN_WG < p.cols) { lanes.w += f(a[base + j + 3u * MAIN_WG]); }
+    }
   }
-  let total = workgroup_sum(lid, acc);
-  if (lid == 0u && valid) { out[p.row0 + r] = total; }
+  partial[lid] = (lanes.x + lanes.z) + (lanes.y + lanes.w);
+  workgroupBarrier();
+  for (var stride = MAIN_WG / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u && valid) { out[p.row0 + r] = partial[0]; }
 }
 
 // rows_short: rows_main's arithmetic, bit for bit, in one invocation: the 256 strided partial
