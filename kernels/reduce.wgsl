@@ -152,3 +152,18 @@ fn cols_main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var r = 0u; r < p.rows; r++) { acc += a[p.shift + r * p.cols + j]; }
   out[j] = acc;
 }
+
+// cols_main for 4 columns per invocation (one texel of each row), from staged rows.
+@compute @workgroup_size(256)
+fn cols_main_staged(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x;
+  let texels = p.cols / 4u;
+  if (t >= texels) { return; }
+  let out4 = vec4<f32>(out[4u * t], out[4u * t + 1u], out[4u * t + 2u], out[4u * t + 3u]);
+  var acc = select(vec4<f32>(), out4, p.row0 > 0u);
+  for (var r = 0u; r < p.rows; r++) { acc += textureLoad(a_in, texel(r * texels + t)); }
+  out[4u * t] = acc.x;
+  out[4u * t + 1u] = acc.y;
+  out[4u * t + 2u] = acc.z;
+  out[4u * t + 3u] = acc.w;
+}

@@ -249,6 +249,27 @@ Deno.test(
 );
 
 Deno.test(
+  "column sums add rows in order: staged (also across two runs of rows) and from the buffer",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // [2100, 2048] reads two staged runs of rows (the second continues the running sums),
+    // [300, 701] reads the buffer.
+    for (const [r, c] of [[37, 700], [2100, 2048], [300, 701]]) {
+      const a = randomArray(r * c, 5 * r + c);
+      const want = new Float64Array(c);
+      for (let j = 0; j < c; j++) {
+        let s = 0;
+        for (let i = 0; i < r; i++) s = f(s + a[i * c + j]);
+        want[j] = s;
+      }
+      const got = await reduceCols(gpu.upload(a, [r, c])).read();
+      assertClose(got, want, { rtol: 0, atol: 0, what: `cols ${r}x${c}` });
+    }
+  },
+);
+
+Deno.test(
   "a gated binary op runs only when the GPU-side value exceeds the limit",
   gpuTest,
   async () => {

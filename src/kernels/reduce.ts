@@ -49,6 +49,19 @@ export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?:
 export function reduceCols(a: Tensor, out?: Tensor): Tensor {
   const gpu = a.gpu;
   const result = out ?? gpu.empty([a.cols]);
+  if (rowsStageable(a)) {
+    const kernel = gpu.kernel("reduce", wgsl("reduce"), "cols_main_staged");
+    for (const { row0, rows, texels } of stagedRowRuns(a)) {
+      const uniforms = params([rows, a.cols, row0, 0, flatWidth(gpu)], [0, 0]);
+      gpu.dispatch(
+        kernel,
+        [undefined, result, undefined, texels],
+        [groups(a.cols / 4, 256)],
+        uniforms,
+      );
+    }
+    return result;
+  }
   const kernel = gpu.kernel("reduce", wgsl("reduce"), "cols_main");
   // Big matrices go in chunks of whole rows; later chunks continue each column's running sum.
   for (const c of chunks(gpu, a.rows, a.cols)) {
