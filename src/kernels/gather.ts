@@ -32,10 +32,10 @@ function run(
     ? idx.slots * width
     : rows * idx.slots;
   gpu.dispatch(
-    gpu.kernel("gather", wgsl("gather"), entry),
+    gpu.kernel("gather", wgsl("gather"), entry, { TOTAL_AT: idx.totalAt }),
     [idx.list, idx.total, src, dst],
     grid1d(n),
-    params([rows, width, idx.slots, idx.totalAt], [fill, 0, 0, 0]),
+    params([rows, width, idx.slots, 0], [fill, 0, 0, 0]),
   );
 }
 
