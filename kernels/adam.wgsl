@@ -17,7 +17,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> clip: array<f32>;
 
 // staged4 (n % 4 == 0) updates four elements per invocation and reads its operands from flat
-// staging textures (texel i at (i % width, i / width); `flatTexels` in texture_pack.ts): llvmpipe
+// staging textures (texel i at (i % width, i / width); `flatTexels` in staging.ts): llvmpipe
 // runs a storage-buffer load as a scalar loop over SIMD lanes, but gathers texel loads, while
 // storage-buffer stores are cheap. It writes through vec4 views of the same bindings. Both entry
 // points share `adam_update`, so every element gets the same f32 arithmetic either way.

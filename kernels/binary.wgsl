@@ -6,7 +6,7 @@
 // The staged*4 entry points handle four elements per invocation (n and, for row/column
 // broadcasts, cols multiples of 4) and read a, a full or per-column b, and (accumulating) out
 // from flat staging textures, texel t at (t % width, t / width) (`flatTexels` in
-// texture_pack.ts): llvmpipe runs each storage-buffer load as a scalar loop over SIMD lanes but
+// staging.ts): llvmpipe runs each storage-buffer load as a scalar loop over SIMD lanes but
 // gathers texel loads, and storage-buffer stores are cheap. Writing out through its buffer while
 // reading a staged copy also makes in-place updates (out = a) need no variant of their own.
 // Tensors larger than one binding or staging texture go in pieces: n is the piece's length and

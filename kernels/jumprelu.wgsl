@@ -44,7 +44,7 @@ override SUPPORT: bool = false;
 
 // forward_staged4 (cols % 4 == 0) takes four elements per invocation and reads h and the
 // thresholds from flat staging textures (texel q at (q % width, q / width); `flatTexels` in
-// texture_pack.ts): llvmpipe runs a storage-buffer load whose address differs per lane as a
+// staging.ts): llvmpipe runs a storage-buffer load whose address differs per lane as a
 // scalar loop over the SIMD lanes, but gathers texel loads. It writes through vec4 views; the
 // scalar entry point runs the same vec4 functions on one lane.
 @group(0) @binding(5) var<storage, read_write> acts4: array<vec4<f32>>;

@@ -8,7 +8,7 @@
 // Matrices larger than one binding come in chunks of whole rows: `rows` rows starting at global
 // row `row0`, whose first value is a[shift]. cols_main adds later chunks to the running sums.
 // The *_staged variants (cols % 4 == 0) read a, and v, from flat staging textures instead, texel
-// t at (t % width, t / width) (`flatTexels` in texture_pack.ts; the piece's first row is texel
+// t at (t % width, t / width) (`flatTexels` in staging.ts; the piece's first row is texel
 // 0): llvmpipe runs a storage-buffer load whose address differs per lane as a scalar loop over
 // the SIMD lanes, but gathers texel loads. They sum in the same order as the buffer variants.
 struct Params { rows: u32, cols: u32, row0: u32, shift: u32, width: u32, alpha: f32, beta: f32 }

@@ -7,7 +7,7 @@
 // Tensors larger than one binding come in chunks (whole rows, or a slice of the one batch-wide
 // segment): `values` and `out` are bound from an aligned offset and the chunk starts at `offset`.
 // With STAGED, values are read from a flat staging texture instead (`flatTexels` in
-// texture_pack.ts) that holds them from element `stage0` on, texel t at (t % width, t / width):
+// staging.ts) that holds them from element `stage0` on, texel t at (t % width, t / width):
 // llvmpipe runs a storage-buffer load whose address differs per lane as a scalar loop over the
 // SIMD lanes, but gathers texel loads.
 struct Params {

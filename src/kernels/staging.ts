@@ -4,8 +4,7 @@
  * elementwise-style kernels read their operands as gathered texel loads instead of storage-buffer
  * loads, which llvmpipe runs as a scalar loop over SIMD lanes (README, "What llvmpipe rewards").
  */
-import type { Gpu } from "../gpu/device.ts";
-import { GpuError } from "../gpu/device.ts";
+import { type Gpu, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { alignDown, packedTexture, textureSide } from "./texture_pack.ts";
 
@@ -71,14 +70,11 @@ export function flatTexels(
     throw new GpuError(`flatTexels: [${start}, +${count}) is not whole texels of one staging`);
   }
   const width = flatWidth(gpu);
-  // Small tensors take a shorter texture (rows in powers of two, so few sizes get cached).
+  // Small tensors take a shorter texture (rows in powers of two, so few sizes get cached), never
+  // shorter than the run.
   const needed = Math.max(1, Math.ceil(count / 4 / width));
-  const texture = packedTexture(
-    gpu,
-    role,
-    width,
-    Math.min(rows, 2 ** Math.ceil(Math.log2(needed))),
-  );
+  const height = Math.max(needed, Math.min(rows, 2 ** Math.ceil(Math.log2(needed))));
+  const texture = packedTexture(gpu, role, width, height);
   const texels = count / 4;
   const fullRows = Math.floor(texels / width);
   const rest = texels % width;
