@@ -38,6 +38,24 @@ fn value_at(i: u32) -> f32 {
   return values[i];
 }
 
+// Keys of a row's elements j..j+3 (j a multiple of 4) from the row starting at `base`. Past the
+// row's end the key is 0, below every float's: such padding never reaches a chosen digit, so it
+// is never kept, and it raises no slice maximum. Staged rows are whole texels (the host stages
+// only rows of a multiple of 4), so this is one texel load instead of four.
+fn quad_keys(base: u32, j: u32) -> vec4<u32> {
+  var keys = vec4<u32>();
+  if (STAGED) {
+    let t = (base + j - p.stage0) / 4u;
+    let v = textureLoad(values_in, vec2<u32>(t % p.width, t / p.width));
+    keys = vec4<u32>(key_of(v.x), key_of(v.y), key_of(v.z), key_of(v.w));
+  } else {
+    for (var c = 0u; c < 4u; c++) {
+      if (j + c < p.seg_len) { keys[c] = key_of(values[base + j + c]); }
+    }
+  }
+  return keys;
+}
+
 const ITEMS = 64u;   // values per invocation per histogram workgroup (16 was ~20% slower: more global atomics)
 const S = 6u;        // state words per segment
 var<workgroup> local_hist: array<atomic<u32>, 256>;
@@ -227,8 +245,11 @@ fn row_pass(lid: u32, base: u32, source: u32, count: u32, digit: u32, tie: bool,
   for (var b = lid; b < 256u; b += ROW_WG) { atomicStore(&row_hist[b], 0u); }
   workgroupBarrier();
   if (source == FROM_ROW) {
-    for (var i = lid; i < count; i += ROW_WG) {
-      tally(key_of(value_at(base + i)), i, tie, threshold, prefix, digit);
+    for (var q = lid; 4u * q < count; q += ROW_WG) {
+      let keys = quad_keys(base, 4u * q);
+      for (var c = 0u; c < 4u; c++) {
+        tally(keys[c], 4u * q + c, tie, threshold, prefix, digit);
+      }
     }
   } else if (source == FROM_CANDIDATES) {
     for (var i = lid; i < count; i += ROW_WG) {
@@ -275,16 +296,18 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     atomicStore(&candidate_count, 0u);
   }
   if (PREFILTER) {
-    // Slice maxima (key 0, below every float's key, for empty slices).
-    let per_invocation = (p.seg_len + ROW_WG - 1u) / ROW_WG;
+    // Slice maxima (key 0, below every float's key, for empty slices). Slices are made of
+    // quads, 4 consecutive elements, read together.
+    let quads = (p.seg_len + 3u) / 4u;
+    let per_invocation = (quads + ROW_WG - 1u) / ROW_WG;
     let per_slice = (per_invocation + CHUNKS - 1u) / CHUNKS;
     for (var c = 0u; c < CHUNKS; c++) {
-      var best = 0u;
+      var best = vec4<u32>();
       for (var m = c * per_slice; m < min((c + 1u) * per_slice, per_invocation); m++) {
-        let j = lid + ROW_WG * m;
-        if (j < p.seg_len) { best = max(best, key_of(value_at(base + j))); }
+        let q = lid + ROW_WG * m;
+        if (q < quads) { best = max(best, quad_keys(base, 4u * q)); }
       }
-      maxima[lid * CHUNKS + c] = best;
+      maxima[lid * CHUNKS + c] = max(max(best.x, best.y), max(best.z, best.w));
     }
     // The k-th largest maximum bounds the k-th value from below (k ≤ MAXIMA), and so do its top
     // 16 bits: two radix digits give a bound barely looser than four, at half the passes.
@@ -292,13 +315,17 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
       row_pass(lid, base, FROM_MAXIMA, ROW_WG * CHUNKS, digit, false, 0u);
     }
     let bound = workgroupUniformLoad(&row_state[0]);
-    for (var j = lid; j < p.seg_len; j += ROW_WG) {
-      let key = key_of(value_at(base + j));
-      if (key >= bound) {
-        let at = atomicAdd(&candidate_count, 1u);
-        if (at < CANDIDATES) {
-          candidate_key[at] = key;
-          candidate_index[at] = j;
+    for (var q = lid; q < quads; q += ROW_WG) {
+      let keys = quad_keys(base, 4u * q);
+      if (any(keys >= vec4<u32>(bound))) {
+        for (var c = 0u; c < 4u; c++) {
+          if (keys[c] >= bound) {
+            let at = atomicAdd(&candidate_count, 1u);
+            if (at < CANDIDATES) {
+              candidate_key[at] = keys[c];
+              candidate_index[at] = 4u * q + c;
+            }
+          }
         }
       }
     }
@@ -336,11 +363,14 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     return;
   }
-  for (var j = lid; j < p.seg_len; j += ROW_WG) {
-    let v = value_at(base + j);
-    let key = key_of(v);
-    let tie_kept = !ties || ~j >= tie_prefix;
-    let selected = k > 0u && (key > threshold || (key == threshold && tie_kept));
-    out[base + j] = select(0.0, select(v, max(v, 0.0), RELU_OUTPUT), selected);
+  for (var q = lid; 4u * q < p.seg_len; q += ROW_WG) {
+    let keys = quad_keys(base, 4u * q);
+    for (var c = 0u; c < 4u && 4u * q + c < p.seg_len; c++) {
+      let j = 4u * q + c;
+      let v = value_of(keys[c]);
+      let tie_kept = !ties || ~j >= tie_prefix;
+      let selected = k > 0u && (keys[c] > threshold || (keys[c] == threshold && tie_kept));
+      out[base + j] = select(0.0, select(v, max(v, 0.0), RELU_OUTPUT), selected);
+    }
   }
 }

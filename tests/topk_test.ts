@@ -24,7 +24,9 @@ function referenceTopK(values: Float32Array, segLen: number, k: number): Float32
 
 Deno.test("per-row top-k keeps exactly the k largest of each row, then ReLU", gpuTest, async () => {
   const gpu = await testGpu();
-  // [1100, 4096] (4.5M values) reads its rows from two staging runs.
+  // [1100, 4096] (4.5M values) reads its rows from two staging runs. Rows of 4099 are not whole
+  // texels: the radix kernel reads them from the buffer in quads, the last one padded, with the
+  // prefilter (k 20) and with a bound of 0 from empty slices (k 700 of 513 non-empty ones).
   const cases = [
     [1, 1, 1],
     [5, 7, 3],
@@ -33,6 +35,8 @@ Deno.test("per-row top-k keeps exactly the k largest of each row, then ReLU", gp
     [4, 300, 300],
     [3, 40, 0],
     [1100, 4096, 16],
+    [3, 4099, 20],
+    [2, 4099, 700],
   ];
   for (const [rows, cols, k] of cases) {
     const x = randomArray(rows * cols, rows * 7 + cols, -2, 1);
@@ -174,6 +178,15 @@ Deno.test(
       if (!kept.every((i) => got[i] === 0.875)) throw new Error(`tie: wrong kept (${method})`);
       assertClose(got, want, { rtol: 0, atol: 0, what: `ties among candidates ${method}` });
     }
+    // Rows of 4099 are read in quads from the buffer; the last quad's padding must not take the
+    // next row's values into its slice maximum (here 100 against row 0's at most 0).
+    const padded = Float32Array.from({ length: 2 * 4099 }, (_, i) => i < 4099 ? -i / 4099 : 100);
+    const paddedGot = await topkPerRow(gpu.upload(padded, [2, 4099]), 1, "radix").read();
+    assertClose(paddedGot, referenceTopK(padded, 4099, 1), {
+      rtol: 0,
+      atol: 0,
+      what: "padded quads",
+    });
     // Raw (unrectified) selection of negative values: kept values come back from their keys.
     const negative = randomArray(2 * 5000, 92, -3, -1);
     const rawWant = new Float32Array(negative.length);
