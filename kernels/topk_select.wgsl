@@ -174,17 +174,20 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // ---- select_rows: the whole selection of one row in one workgroup ------------------------------
 // Per-row top-k in one dispatch, one workgroup per row. A prefilter finds a lower bound for the
 // k-th value without touching the row more than once: each invocation takes the maxima of
-// CHUNKS slices of its elements, and the k-th largest of those MAXIMA maxima (its top 16 bits)
-// is at most the row's k-th value (k slices each hold an element at least that large). Elements
-// at or above the bound, usually a few times k, are gathered into workgroup memory and the radix
-// passes run there. When they do not fit (many equal values) the passes walk the row instead.
+// CHUNKS slices of its elements, and the k-th largest of those ROW_WG · CHUNKS maxima (its top
+// 16 bits) is at most the row's k-th value (k slices each hold an element at least that large).
+// Elements at or above the bound, usually one to two times k, are gathered into workgroup memory
+// and the radix passes run there. When they do not fit (many equal values) the passes walk the row instead.
 // Same keys, tie-break and output as the multi-dispatch path above.
 // 64 invocations per row: the passes cost mostly their barriers, which fewer SIMD groups make
 // cheaper (AuxK's [1024, 1984], k 384: 94 -> 70 ms against 256; the reference's [1024, 12288],
 // k 64, with the prefilter: 320 -> 284 ms; 32 and 128 measured 276 and 305).
 const ROW_WG = 64u;
-const CHUNKS = 16u;
-const MAXIMA = 1024u;      // ROW_WG · CHUNKS
+// The host picks about 2k maxima (k ≤ ROW_WG · CHUNKS ≤ MAXIMA), the cheapest count measured:
+// the reference's [1024, 12288], k 64, took 129 ms with 1024 maxima, 118 with 512, 107 with
+// 128 and 120 with 64. More maxima tighten the bound, but each is counted twice.
+override CHUNKS: u32 = 16u;
+const MAXIMA = 1024u;
 // The host turns the prefilter off when k > MAXIMA.
 override PREFILTER: bool = true;
 const CANDIDATES = 2048u;  // candidates kept in workgroup memory
@@ -309,8 +312,9 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
       }
       maxima[lid * CHUNKS + c] = max(max(best.x, best.y), max(best.z, best.w));
     }
-    // The k-th largest maximum bounds the k-th value from below (k ≤ MAXIMA), and so do its top
-    // 16 bits: two radix digits give a bound barely looser than four, at half the passes.
+    // The k-th largest maximum bounds the k-th value from below (k ≤ ROW_WG · CHUNKS), and so
+    // do its top 16 bits: two radix digits give a bound barely looser than four, at half the
+    // passes.
     for (var digit = 0u; digit < 2u; digit++) {
       row_pass(lid, base, FROM_MAXIMA, ROW_WG * CHUNKS, digit, false, 0u);
     }

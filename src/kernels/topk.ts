@@ -14,11 +14,19 @@ import { flatWidth, rowsStageable, stagedRowRuns, unusedTexels, wholeTexels } fr
 
 const ITEMS_PER_WORKGROUP = 256 * 64;
 /**
- * select_rows bounds the k-th value by the k-th of 1024 slice maxima, so k must not exceed it.
- * On shorter rows most elements pass that bound and the prefilter costs more than it saves
- * (AuxK's 1536 dead slots with k 384, 1024 rows: 97 ms with it, 76 without).
+ * select_rows bounds the k-th value by the k-th of at most 1024 slice maxima, so k must not
+ * exceed that. On shorter rows most elements pass that bound and the prefilter costs more than
+ * it saves (AuxK's 1536 dead slots with k 384, 1024 rows: 97 ms with it, 76 without).
  */
 const PREFILTER_MAX_K = 1024;
+/** select_rows' ROW_WG. */
+const ROW_INVOCATIONS = 64;
+
+/** Slices per invocation for select_rows' prefilter: about 2k maxima, a power of two up to 16. */
+function prefilterChunks(k: number): number {
+  const wanted = Math.ceil((2 * k) / ROW_INVOCATIONS);
+  return Math.min(16, 2 ** Math.ceil(Math.log2(Math.max(wanted, 1))));
+}
 const PREFILTER_MIN_LEN = 4096;
 /** Register-list lengths of `select_rows_scan` (topk_scan.wgsl), one pipeline each. */
 const SCAN_LENGTHS = [8, 16, 32, 64];
@@ -120,6 +128,7 @@ function radixKernel(
     K_FROM_BUFFER: options.kLimit ? 1 : 0,
     RELU_OUTPUT: options.raw ? 0 : 1,
     PREFILTER: prefilter ? 1 : 0,
+    CHUNKS: prefilterChunks(k),
   };
   return {
     kernel: gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants),
