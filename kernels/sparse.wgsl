@@ -24,7 +24,7 @@ struct Params {
   terms: u32,                   // bands
   rows: u32,
   capacity: u32,
-  entries_width: u32,           // texels per row of the entries texture
+  flat_width: u32,              // texels per row of flat textures (entries, staged dense)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dense: array<f32>;
@@ -42,7 +42,7 @@ struct Params {
 @group(0) @binding(8) var<storage, read> norms: array<f32>;            // [d_sae]
 @group(0) @binding(9) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(10) var d_pre: texture_storage_2d<rgba32float, read>;  // [bands · rows, d_in / 4]
-// Per latent-list entry e, at texel (e % entries_width, e / entries_width): (row b as a float,
+// Per latent-list entry e, at texel (e % flat_width, e / flat_width): (row b as a float,
 // decoded activation, gradient at the linear pre-activation, decoder-norm gradient), written by
 // entry_grads and read by latent_backward as one texel load instead of three storage-buffer
 // loads, each a scalar loop over SIMD lanes on llvmpipe.
@@ -59,6 +59,8 @@ struct Params {
 @group(0) @binding(21) var<storage, read_write> dense_out: array<f32>;  // [rows, d_sae]
 @group(0) @binding(22) var<storage, read_write> row_bits: array<atomic<u32>>; // [rows, row_words]
 @group(0) @binding(23) var<storage, read_write> col_bits: array<u32>;       // [d_sae, col_words]
+// `dense` staged as flat texels (staging.ts: texel t at (t % flat_width, t / flat_width)).
+@group(0) @binding(24) var dense_texels: texture_storage_2d<rgba32float, read>;
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
@@ -117,6 +119,38 @@ fn compress_bits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
   }
   col_bits[j * col_words + w] = bits;
+}
+
+// compress_bits from `dense` staged as texels (d_sae % 4 == 0), four neighbouring latents per
+// invocation: per row one texel load and at most one atomic OR, where compress_bits has four
+// storage loads (each a scalar loop over SIMD lanes on llvmpipe) and up to four atomics.
+@compute @workgroup_size(64)
+fn compress_bits_staged(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+  let id = flat_id(wid, nwg, lid, 64u);
+  let col_words = (p.rows + 31u) / 32u;
+  let quads = p.d_sae / 4u;
+  if (id >= quads * col_words) { return; }
+  let q = id % quads;
+  let w = id / quads;
+  let row_words = (p.d_sae + 31u) / 32u;
+  var bits = vec4<u32>();
+  let rows = min(32u, p.rows - 32u * w);
+  for (var b = 0u; b < rows; b++) {
+    let r = 32u * w + b;
+    let t = r * quads + q;
+    let v = textureLoad(dense_texels, vec2<u32>(t % p.flat_width, t / p.flat_width));
+    let hit = select(vec4<u32>(), vec4<u32>(1u), select(v != vec4<f32>(), v > vec4<f32>(), POSITIVE));
+    bits |= hit << vec4<u32>(b);
+    // Latents 4q..4q+3 are bits 4(q % 8)..4(q % 8)+3 of one row word.
+    let nibble = dot(hit, vec4<u32>(1u, 2u, 4u, 8u));
+    if (nibble != 0u) { atomicOr(&row_bits[r * row_words + q / 8u], nibble << (4u * (q % 8u))); }
+  }
+  col_bits[(4u * q) * col_words + w] = bits.x;
+  col_bits[(4u * q + 1u) * col_words + w] = bits.y;
+  col_bits[(4u * q + 2u) * col_words + w] = bits.z;
+  col_bits[(4u * q + 3u) * col_words + w] = bits.w;
 }
 
 // Word w of list `list`'s mask (p.len words per list).
@@ -306,7 +340,7 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 fn entry_texel(e: u32) -> vec2<u32> {
-  return vec2<u32>(e % p.entries_width, e / p.entries_width);
+  return vec2<u32>(e % p.flat_width, e / p.flat_width);
 }
 
 // One workgroup per (latent j, 64 invocations), each invocation LATENT_SPAN vec4 columns of d_in

@@ -8,7 +8,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { flatWidth } from "./staging.ts";
+import { flatWidth, wholeTexels } from "./staging.ts";
 import { packedTexture, texelRows } from "./texture_pack.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
@@ -35,8 +35,8 @@ export interface SparseActs {
 }
 
 /**
- * Bindings 1..23 of kernels/sparse.wgsl, by role (wDec, dPre, saeIn, entriesOut and entriesIn are
- * textures).
+ * Bindings 1..24 of kernels/sparse.wgsl, by role (wDec, dPre, saeIn, entriesOut, entriesIn and
+ * denseTexels are textures).
  */
 const BINDINGS = [
   "dense",
@@ -62,6 +62,7 @@ const BINDINGS = [
   "denseOut",
   "rowBits",
   "colBits",
+  "denseTexels",
 ];
 
 /** The binding list of an entry point: `named` roles at their places, gaps elsewhere. */
@@ -84,7 +85,8 @@ interface Fields {
   dSae?: number;
   rows?: number;
   capacity?: number;
-  entriesWidth?: number;
+  /** Texels per row of flat textures (staging.ts): the entries texture, a staged dense matrix. */
+  flatWidth?: number;
 }
 
 function uniforms(f: Fields): ArrayBuffer {
@@ -98,7 +100,7 @@ function uniforms(f: Fields): ArrayBuffer {
     f.widths?.length ?? 0,
     f.rows ?? 0,
     f.capacity ?? 0,
-    f.entriesWidth ?? 0,
+    f.flatWidth ?? 0,
   ]);
 }
 
@@ -188,11 +190,20 @@ export function fillNonzeroBits(
   const gpu = dense.gpu;
   const [rows, dSae] = dense.shape;
   gpu.clear(bits.rowBits); // ORed into
+  // Four latents per invocation from texels where the whole matrix stages as whole texels;
+  // not behind a gate, which would leave the copy to run for nothing.
+  const denseTexels = !gate && dSae % 4 === 0 ? wholeTexels(dense, "flat0") : null;
+  const invocations = dSae * Math.ceil(rows / 32) / (denseTexels ? 4 : 1);
   gpu.dispatch(
-    gpu.kernel("sparse", wgsl("sparse"), "compress_bits", { POSITIVE: positive ? 1 : 0 }),
-    bindingsOf({ dense, ...bits }),
-    gatedIf(gate, grid1d(dSae * Math.ceil(rows / 32) * 4)), // 64 per workgroup, grid1d counts 256
-    uniforms({ rows, dSae }),
+    gpu.kernel(
+      "sparse",
+      wgsl("sparse"),
+      denseTexels ? "compress_bits_staged" : "compress_bits",
+      { POSITIVE: positive ? 1 : 0 },
+    ),
+    bindingsOf(denseTexels ? { denseTexels, ...bits } : { dense, ...bits }),
+    gatedIf(gate, grid1d(Math.ceil(invocations / 64) * 256)), // grid1d counts 256 per workgroup
+    uniforms({ rows, dSae, flatWidth: flatWidth(gpu) }),
   );
 }
 
@@ -412,7 +423,7 @@ export function sparseBackward(
     dSae: acts.dSae,
     rows: acts.rows,
     capacity: acts.capacity,
-    entriesWidth,
+    flatWidth: entriesWidth,
   };
   const code = wgsl("sparse");
   const rescale = { RESCALE: inputs.norms ? 1 : 0 };
