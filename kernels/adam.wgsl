@@ -4,10 +4,13 @@
 // 1-beta1 and 1-beta2 also come from the host: f32(1 - f32(0.999)) is 1.3e-5 off torch's
 // f32(0.001), enough to move a 150-step run off SAELens's trajectory.
 struct Params {
-  n: u32, width: u32, beta1: f32, beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32,
+  n: u32, beta1: f32, beta2: f32, step_size: f32, bc2_sqrt: f32, eps: f32,
   one_minus_beta1: f32, one_minus_beta2: f32, _pad1: f32, _pad2: f32, _pad3: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
+// Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
+// division by a pipeline constant compiles to a multiply, by a uniform to a scalar divide per lane.
+override FLAT_WIDTH: u32;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
@@ -17,7 +20,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> clip: array<f32>;
 
 // staged4 (n % 4 == 0) updates four elements per invocation and reads its operands from flat
-// staging textures (texel i at (i % width, i / width); `flatTexels` in staging.ts): llvmpipe
+// staging textures (texel i at (i % FLAT_WIDTH, i / FLAT_WIDTH); `flatTexels` in staging.ts): llvmpipe
 // runs a storage-buffer load as a scalar loop over SIMD lanes, but gathers texel loads, while
 // storage-buffer stores are cheap. It writes through vec4 views of the same bindings. Both entry
 // points share `adam_update`, so every element gets the same f32 arithmetic either way.
@@ -72,7 +75,7 @@ fn staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
   let i = flat_index(wid, nwg, lid);
   let scale = clip_scale();
   if (i >= p.n / 4u) { return; }
-  let texel = vec2<u32>(i % p.width, i / p.width);
+  let texel = vec2<u32>(i % FLAT_WIDTH, i / FLAT_WIDTH);
   let u = adam_update(textureLoad(param_in, texel), textureLoad(grad_in, texel),
                       textureLoad(exp_avg_in, texel), textureLoad(exp_avg_sq_in, texel), scale);
   exp_avg4[i] = u.m;

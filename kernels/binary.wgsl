@@ -5,13 +5,16 @@
 // a separate add of the op's result.
 // The staged*4 entry points handle four elements per invocation (n and, for row/column
 // broadcasts, cols multiples of 4) and read a, a full or per-column b, and (accumulating) out
-// from flat staging textures, texel t at (t % width, t / width) (`flatTexels` in
+// from flat staging textures, texel t at (t % FLAT_WIDTH, t / FLAT_WIDTH) (`flatTexels` in
 // staging.ts): llvmpipe runs each storage-buffer load as a scalar loop over SIMD lanes but
 // gathers texel loads, and storage-buffer stores are cheap. Writing out through its buffer while
 // reading a staged copy also makes in-place updates (out = a) need no variant of their own.
 // Tensors larger than one binding or staging texture go in pieces: n is the piece's length and
 // offset the index of its first element in the whole tensor (row/column broadcasts index b by it).
-struct Params { n: u32, cols: u32, offset: u32, width: u32, alpha: f32, beta: f32 }
+struct Params { n: u32, cols: u32, offset: u32, alpha: f32, beta: f32 }
+// Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
+// division by a pipeline constant compiles to a multiply, by a uniform to a scalar divide per lane.
+override FLAT_WIDTH: u32;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -37,7 +40,7 @@ fn b_at(i: u32) -> f32 {
 }
 
 fn texel(t: u32) -> vec2<u32> {
-  return vec2<u32>(t % p.width, t / p.width);
+  return vec2<u32>(t % FLAT_WIDTH, t / FLAT_WIDTH);
 }
 
 // b for elements 4i..4i+3 (row/column broadcasts: cols % 4 == 0, so they share a row).

@@ -20,10 +20,13 @@
 // `offset`. backward: `rows` rows from global row `row0`, the first at h[shift] and g[shift];
 // chunks after the first add their per-column sums into col_out.
 struct Params {
-  rows: u32, cols: u32, offset: u32, row0: u32, n: u32, shift: u32, width: u32, _u1: u32,
+  rows: u32, cols: u32, offset: u32, row0: u32, n: u32, shift: u32,
   bandwidth: f32, l0_scale: f32, tanh_scale: f32, pre_scale: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
+// Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
+// division by a pipeline constant compiles to a multiply, by a uniform to a scalar divide per lane.
+override FLAT_WIDTH: u32;
 @group(0) @binding(1) var<storage, read> h: array<f32>;
 @group(0) @binding(2) var<storage, read> t: array<f32>;
 @group(0) @binding(3) var<storage, read> norms: array<f32>;
@@ -43,7 +46,7 @@ override SUPPORT: bool = false;
 @group(0) @binding(7) var<storage, read_write> support_out: array<f32>;
 
 // forward_staged4 (cols % 4 == 0) takes four elements per invocation and reads h and the
-// thresholds from flat staging textures (texel q at (q % width, q / width); `flatTexels` in
+// thresholds from flat staging textures (texel q at (q % FLAT_WIDTH, q / FLAT_WIDTH); `flatTexels` in
 // staging.ts): llvmpipe runs a storage-buffer load whose address differs per lane as a
 // scalar loop over the SIMD lanes, but gathers texel loads. It writes through vec4 views; the
 // scalar entry point runs the same vec4 functions on one lane.
@@ -66,7 +69,7 @@ fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 }
 
 fn texel(q: u32) -> vec2<u32> {
-  return vec2<u32>(q % p.width, q / p.width);
+  return vec2<u32>(q % FLAT_WIDTH, q / FLAT_WIDTH);
 }
 
 @compute @workgroup_size(256)

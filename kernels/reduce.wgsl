@@ -8,10 +8,13 @@
 // Matrices larger than one binding come in chunks of whole rows: `rows` rows starting at global
 // row `row0`, whose first value is a[shift]. cols_main adds later chunks to the running sums.
 // The *_staged variants (cols % 4 == 0) read a, and v, from flat staging textures instead, texel
-// t at (t % width, t / width) (`flatTexels` in staging.ts; the piece's first row is texel
+// t at (t % FLAT_WIDTH, t / FLAT_WIDTH) (`flatTexels` in staging.ts; the piece's first row is texel
 // 0): llvmpipe runs a storage-buffer load whose address differs per lane as a scalar loop over
 // the SIMD lanes, but gathers texel loads. They sum in the same order as the buffer variants.
-struct Params { rows: u32, cols: u32, row0: u32, shift: u32, width: u32, alpha: f32, beta: f32 }
+struct Params { rows: u32, cols: u32, row0: u32, shift: u32, alpha: f32, beta: f32 }
+// Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
+// division by a pipeline constant compiles to a multiply, by a uniform to a scalar divide per lane.
+override FLAT_WIDTH: u32;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -20,7 +23,7 @@ struct Params { rows: u32, cols: u32, row0: u32, shift: u32, width: u32, alpha: 
 @group(0) @binding(5) var v_in: texture_storage_2d<rgba32float, read>;
 
 fn texel(t: u32) -> vec2<u32> {
-  return vec2<u32>(t % p.width, t / p.width);
+  return vec2<u32>(t % FLAT_WIDTH, t / FLAT_WIDTH);
 }
 
 override F: u32 = 0u;

@@ -24,9 +24,11 @@ struct Params {
   terms: u32,                   // bands
   rows: u32,
   capacity: u32,
-  flat_width: u32,              // texels per row of flat textures (entries, staged dense)
 }
 @group(0) @binding(0) var<uniform> p: Params;
+// Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
+// division by a pipeline constant compiles to a multiply, by a uniform to a scalar divide per lane.
+override FLAT_WIDTH: u32;
 @group(0) @binding(1) var<storage, read> dense: array<f32>;
 @group(0) @binding(2) var<storage, read_write> counts: array<u32>;
 @group(0) @binding(3) var<storage, read_write> offsets: array<u32>;        // [lists + 1]
@@ -42,7 +44,7 @@ struct Params {
 @group(0) @binding(8) var<storage, read> norms: array<f32>;            // [d_sae]
 @group(0) @binding(9) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(10) var d_pre: texture_storage_2d<rgba32float, read>;  // [bands · rows, d_in / 4]
-// Per latent-list entry e, at texel (e % flat_width, e / flat_width): (row b as a float,
+// Per latent-list entry e, at texel (e % FLAT_WIDTH, e / FLAT_WIDTH): (row b as a float,
 // decoded activation, gradient at the linear pre-activation, decoder-norm gradient), written by
 // entry_grads and read by latent_backward as one texel load instead of three storage-buffer
 // loads, each a scalar loop over SIMD lanes on llvmpipe.
@@ -59,7 +61,7 @@ struct Params {
 @group(0) @binding(21) var<storage, read_write> dense_out: array<f32>;  // [rows, d_sae]
 @group(0) @binding(22) var<storage, read_write> row_bits: array<atomic<u32>>; // [rows, row_words]
 @group(0) @binding(23) var<storage, read_write> col_bits: array<u32>;       // [d_sae, col_words]
-// `dense` staged as flat texels (staging.ts: texel t at (t % flat_width, t / flat_width)).
+// `dense` staged as flat texels (staging.ts: texel t at (t % FLAT_WIDTH, t / FLAT_WIDTH)).
 @group(0) @binding(24) var dense_texels: texture_storage_2d<rgba32float, read>;
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
@@ -140,7 +142,7 @@ fn compress_bits_staged(@builtin(workgroup_id) wid: vec3<u32>,
   for (var b = 0u; b < rows; b++) {
     let r = 32u * w + b;
     let t = r * quads + q;
-    let v = textureLoad(dense_texels, vec2<u32>(t % p.flat_width, t / p.flat_width));
+    let v = textureLoad(dense_texels, vec2<u32>(t % FLAT_WIDTH, t / FLAT_WIDTH));
     let hit = select(vec4<u32>(), vec4<u32>(1u), select(v != vec4<f32>(), v > vec4<f32>(), POSITIVE));
     bits |= hit << vec4<u32>(b);
     // Latents 4q..4q+3 are bits 4(q % 8)..4(q % 8)+3 of one row word.
@@ -340,7 +342,7 @@ fn entry_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 }
 
 fn entry_texel(e: u32) -> vec2<u32> {
-  return vec2<u32>(e % p.flat_width, e / p.flat_width);
+  return vec2<u32>(e % FLAT_WIDTH, e / FLAT_WIDTH);
 }
 
 // One workgroup per (latent j, 64 invocations), each invocation LATENT_SPAN vec4 columns of d_in

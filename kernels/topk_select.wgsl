@@ -7,14 +7,17 @@
 // Tensors larger than one binding come in chunks (whole rows, or a slice of the one batch-wide
 // segment): `values` and `out` are bound from an aligned offset and the chunk starts at `offset`.
 // With STAGED, values are read from a flat staging texture instead (`flatTexels` in
-// staging.ts) that holds them from element `stage0` on, texel t at (t % width, t / width):
+// staging.ts) that holds them from element `stage0` on, texel t at (t % FLAT_WIDTH, t / FLAT_WIDTH):
 // llvmpipe runs a storage-buffer load whose address differs per lane as a scalar loop over the
 // SIMD lanes, but gathers texel loads.
 struct Params {
   segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32, index0: u32,
-  stage0: u32, width: u32,
+  stage0: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
+// Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
+// division by a pipeline constant compiles to a multiply, by a uniform to a scalar divide per lane.
+override FLAT_WIDTH: u32;
 @group(0) @binding(1) var<storage, read> values: array<f32>;
 @group(0) @binding(2) var<storage, read_write> hist: array<atomic<u32>>;
 // [segments * 6]: value prefix, remaining, k, tie (index) prefix, tie remaining, tie needed.
@@ -33,7 +36,7 @@ fn value_at(i: u32) -> f32 {
   if (STAGED) {
     let e = i - p.stage0;
     let t = e / 4u;
-    return textureLoad(values_in, vec2<u32>(t % p.width, t / p.width))[e % 4u];
+    return textureLoad(values_in, vec2<u32>(t % FLAT_WIDTH, t / FLAT_WIDTH))[e % 4u];
   }
   return values[i];
 }
@@ -46,7 +49,7 @@ fn quad_keys(base: u32, j: u32) -> vec4<u32> {
   var keys = vec4<u32>();
   if (STAGED) {
     let t = (base + j - p.stage0) / 4u;
-    let v = textureLoad(values_in, vec2<u32>(t % p.width, t / p.width));
+    let v = textureLoad(values_in, vec2<u32>(t % FLAT_WIDTH, t / FLAT_WIDTH));
     keys = vec4<u32>(key_of(v.x), key_of(v.y), key_of(v.z), key_of(v.w));
   } else {
     for (var c = 0u; c < 4u; c++) {

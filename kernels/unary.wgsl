@@ -1,8 +1,11 @@
 // out[i] = op(a[i]); OP is a pipeline constant. alpha/beta parameterise some ops. The op table
 // is written once, on vec4s. staged4 handles four elements per invocation (n % 4 == 0) and reads
-// a from a flat staging texture, texel t at (t % width, t / width), for the reason given in
+// a from a flat staging texture, texel t at (t % FLAT_WIDTH, t / FLAT_WIDTH), for the reason given in
 // binary.wgsl; it also serves in-place updates (out = a).
-struct Params { n: u32, width: u32, alpha: f32, beta: f32 }
+struct Params { n: u32, alpha: f32, beta: f32 }
+// Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
+// division by a pipeline constant compiles to a multiply, by a uniform to a scalar divide per lane.
+override FLAT_WIDTH: u32;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -58,5 +61,5 @@ fn staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32) {
   let i = index(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
-  out4[i] = apply(textureLoad(a_in, vec2<u32>(i % p.width, i / p.width)));
+  out4[i] = apply(textureLoad(a_in, vec2<u32>(i % FLAT_WIDTH, i / FLAT_WIDTH)));
 }

@@ -12,7 +12,6 @@ import {
   reduceRows,
   type RowReduction,
 } from "../src/kernels/reduce.ts";
-import { flatWidth } from "../src/kernels/staging.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 const f = Math.fround;
@@ -128,7 +127,7 @@ Deno.test(
     // rows plus a partial one.
     const cases = [
       { rows: 40, cols: 68, bindingBytes: 1024 },
-      { rows: 2, cols: 2 * flatWidth(gpu) + 500 },
+      { rows: 2, cols: 2 * gpu.flatWidth + 500 },
     ];
     for (const { rows, cols, bindingBytes } of cases) {
       const n = rows * cols;

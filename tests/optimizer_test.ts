@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { updateTopkThreshold } from "../src/kernels/batchtopk.ts";
 import { rowLpNorms, rowLpNormsBackward } from "../src/kernels/lp_norm.ts";
-import { flatWidth } from "../src/kernels/staging.ts";
 import { Adam, applyClip, clipCoefficient } from "../src/train/optimizer.ts";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
@@ -19,7 +18,7 @@ Deno.test(
     const cases = [
       { n: 1000 },
       { n: 1001 },
-      { n: 4 * flatWidth(gpu) + 1000 },
+      { n: 4 * gpu.flatWidth + 1000 },
       { n: 1000, bindingBytes: 1024 },
     ];
     for (const { n, bindingBytes } of cases) {

@@ -145,6 +145,15 @@ export class Gpu {
   }
 
   /** Compiles (once) and returns the pipeline for `entryPoint` of a WGSL source. */
+  /**
+   * Texels per row of flat staging textures (src/kernels/staging.ts): the widest side whose rows
+   * are a multiple of 256 bytes (buffer-to-texture copies need that) and which is neither a power
+   * of two nor a multiple of 256 texels (see `textureSide`): 16368 where textures reach 16384.
+   */
+  get flatWidth(): number {
+    return this.limits.maxTextureDimension2D - 16;
+  }
+
   kernel(
     label: string,
     code: string,
@@ -159,10 +168,14 @@ export class Gpu {
       module = this.device.createShaderModule({ label, code });
       this.modules.set(label, module);
     }
+    // Kernels that address flat staging textures take their width as a pipeline constant.
+    const all = code.includes("override FLAT_WIDTH")
+      ? { FLAT_WIDTH: this.flatWidth, ...constants }
+      : constants;
     const pipeline = this.device.createComputePipeline({
       label: `${label}:${entryPoint}`,
       layout: "auto",
-      compute: { module, entryPoint, constants },
+      compute: { module, entryPoint, constants: all },
     });
     kernel = { label: `${label}:${entryPoint}`, pipeline };
     this.pipelines.set(key, kernel);

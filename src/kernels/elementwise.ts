@@ -4,7 +4,7 @@ import { type Binding, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { params, wgsl } from "./source.ts";
-import { flatRuns, flatTexels, flatWidth, runRange } from "./staging.ts";
+import { flatRuns, flatTexels, runRange } from "./staging.ts";
 
 const BINARY_OPS = {
   add: 0,
@@ -119,7 +119,7 @@ export function binary(
         bStaged,
       ];
       if (options.accumulate) bindings.push(flatTexels(out, run, "flat2"));
-      const uniforms = params([run.count, a.cols, run.start, flatWidth(gpu)], alphaBeta);
+      const uniforms = params([run.count, a.cols, run.start], alphaBeta);
       gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid1d(run.count / 4)), uniforms);
     }
     return out;
@@ -129,7 +129,7 @@ export function binary(
   // Tensors over one binding go in aligned chunks; `b` is chunked with them only when full-size.
   for (const c of chunks(gpu, a.size, 1, { multiple: 4, aligned: true })) {
     const bb = bcast === "full" ? bind(b, c) : b;
-    const uniforms = params([c.count, a.cols, c.first, 0], alphaBeta);
+    const uniforms = params([c.count, a.cols, c.first], alphaBeta);
     const bindings = inPlace ? [bind(a, c), bb] : [bind(a, c), bb, bind(out, c)];
     gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid1d(c.count)), uniforms);
   }
@@ -147,14 +147,14 @@ export function unary(op: UnaryOp, a: Tensor, options: ElementwiseOptions = {}):
     const kernel = gpu.kernel("unary", wgsl("unary"), "staged4", constants);
     for (const run of flatRuns(gpu, a.size)) {
       const bindings = [runRange(out, run), flatTexels(a, run, "flat0")];
-      const uniforms = params([run.count, flatWidth(gpu)], alphaBeta);
+      const uniforms = params([run.count], alphaBeta);
       gpu.dispatch(kernel, [undefined, ...bindings], grid1d(run.count / 4), uniforms);
     }
     return out;
   }
   const kernel = gpu.kernel("unary", wgsl("unary"), inPlace ? "in_place" : "main", constants);
   for (const c of chunks(gpu, a.size, 1, { multiple: 4, aligned: true })) {
-    const uniforms = params([c.count, 0], alphaBeta);
+    const uniforms = params([c.count], alphaBeta);
     const bindings = inPlace ? [bind(a, c)] : [bind(a, c), bind(out, c)];
     gpu.dispatch(kernel, bindings, grid1d(c.count), uniforms);
   }

@@ -6,7 +6,7 @@ import { grid1d } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
 import { groups, params, wgsl } from "./source.ts";
 import type { SparseLists } from "./sparse.ts";
-import { flatRuns, flatTexels, flatWidth, runRange } from "./staging.ts";
+import { flatRuns, flatTexels, runRange } from "./staging.ts";
 
 /** How the sparsity and pre-activation losses are formed (SAELens JumpReLU config). */
 export interface JumpReluLossOptions {
@@ -33,7 +33,7 @@ export interface JumpReluBackward {
 function uniforms(h: Tensor, c: Chunk, o?: JumpReluLossOptions): ArrayBuffer {
   const f32s = o ? [o.bandwidth, o.l0Scale, o.tanhScale, o.preActScale ?? 0] : [1, 0, 0, 0];
   const rows = c.unit === 1 ? h.rows : c.count;
-  return params([rows, h.cols, c.first * c.unit, c.first, c.count, c.shift, 0, 0], f32s);
+  return params([rows, h.cols, c.first * c.unit, c.first, c.count, c.shift], f32s);
 }
 
 /** f = h where h > threshold (per column, strict), else 0. */
@@ -69,7 +69,7 @@ function forward(h: Tensor, threshold: Tensor, supportBandwidth?: number) {
       const supportOut = support ? runRange(support, run) : gpu.unusedBinding;
       const outputs = [runRange(acts, run), undefined, supportOut];
       const textures = [flatTexels(h, run, "flat0"), thresholds];
-      const fields = [h.rows, h.cols, run.start, 0, run.count, 0, flatWidth(gpu), 0];
+      const fields = [h.rows, h.cols, run.start, 0, run.count, 0];
       gpu.dispatch(
         kernel,
         [undefined, undefined, undefined, undefined, ...outputs, ...textures],

@@ -3,7 +3,7 @@ import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { flatTexels, flatWidth, rowsStageable, stagedRowRuns } from "./staging.ts";
+import { flatTexels, rowsStageable, stagedRowRuns } from "./staging.ts";
 
 const ROW_FNS = { sum: 0, sumSquares: 1, sumAbs: 2, countGreater: 3, sumAbsPow: 4 } as const;
 /** What each row sums: values, squares, |values|, count of values > alpha, |values|^alpha. */
@@ -25,7 +25,7 @@ export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?:
   if (short && rowsStageable(a)) {
     const kernel = gpu.kernel("reduce", wgsl("reduce"), "rows_short_staged", constants);
     for (const { row0, rows, texels } of stagedRowRuns(a)) {
-      const uniforms = params([rows, a.cols, row0, 0, flatWidth(gpu)], [alpha, 0]);
+      const uniforms = params([rows, a.cols, row0, 0], [alpha, 0]);
       gpu.dispatch(kernel, [undefined, result, undefined, texels], grid1d(rows * 4), uniforms);
     }
     return result;
@@ -39,7 +39,7 @@ export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?:
   // Big matrices go in chunks of whole rows.
   for (const c of chunks(gpu, a.rows, a.cols)) {
     const [x, y] = grid1d(short ? c.count * 4 : c.count * 256); // 64 or 1 rows per workgroup
-    const uniforms = params([c.count, a.cols, c.first, c.shift, 0], [alpha, 0]);
+    const uniforms = params([c.count, a.cols, c.first, c.shift], [alpha, 0]);
     gpu.dispatch(kernel, [bind(a, c), result], [x, y], uniforms);
   }
   return result;
@@ -52,7 +52,7 @@ export function reduceCols(a: Tensor, out?: Tensor): Tensor {
   if (rowsStageable(a)) {
     const kernel = gpu.kernel("reduce", wgsl("reduce"), "cols_main_staged");
     for (const { row0, rows, texels } of stagedRowRuns(a)) {
-      const uniforms = params([rows, a.cols, row0, 0, flatWidth(gpu)], [0, 0]);
+      const uniforms = params([rows, a.cols, row0, 0], [0, 0]);
       gpu.dispatch(
         kernel,
         [undefined, result, undefined, texels],
@@ -65,7 +65,7 @@ export function reduceCols(a: Tensor, out?: Tensor): Tensor {
   const kernel = gpu.kernel("reduce", wgsl("reduce"), "cols_main");
   // Big matrices go in chunks of whole rows; later chunks continue each column's running sum.
   for (const c of chunks(gpu, a.rows, a.cols)) {
-    const uniforms = params([c.count, a.cols, c.first, c.shift, 0], [0, 0]);
+    const uniforms = params([c.count, a.cols, c.first, c.shift], [0, 0]);
     gpu.dispatch(kernel, [bind(a, c), result], [groups(a.cols, 256)], uniforms);
   }
   return result;
@@ -86,7 +86,7 @@ export function matVecInto(a: Tensor, v: Tensor, out: Tensor, alpha = 1, beta = 
     const kernel = gpu.kernel("reduce", wgsl("reduce"), "row_dots_staged");
     const vTexels = flatTexels(v, { start: 0, count: v.size }, "flat1");
     for (const { row0, rows, texels } of stagedRowRuns(a)) {
-      const uniforms = params([rows, a.cols, row0, 0, flatWidth(gpu)], [alpha, beta]);
+      const uniforms = params([rows, a.cols, row0, 0], [alpha, beta]);
       const bindings = [undefined, out, undefined, texels, vTexels];
       gpu.dispatch(kernel, bindings, grid1d(rows * 4), uniforms);
     }
@@ -95,7 +95,7 @@ export function matVecInto(a: Tensor, v: Tensor, out: Tensor, alpha = 1, beta = 
   const kernel = gpu.kernel("reduce", wgsl("reduce"), "row_dots");
   for (const c of chunks(gpu, a.rows, a.cols)) {
     const [x, y] = grid1d(c.count * 4); // 64 rows per workgroup
-    const uniforms = params([c.count, a.cols, c.first, c.shift, 0], [alpha, beta]);
+    const uniforms = params([c.count, a.cols, c.first, c.shift], [alpha, beta]);
     gpu.dispatch(kernel, [bind(a, c), out, v], [x, y], uniforms);
   }
 }

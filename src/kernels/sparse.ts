@@ -8,7 +8,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { flatWidth, wholeTexels } from "./staging.ts";
+import { wholeTexels } from "./staging.ts";
 import { packedTexture, texelRows } from "./texture_pack.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
@@ -85,8 +85,6 @@ interface Fields {
   dSae?: number;
   rows?: number;
   capacity?: number;
-  /** Texels per row of flat textures (staging.ts): the entries texture, a staged dense matrix. */
-  flatWidth?: number;
 }
 
 function uniforms(f: Fields): ArrayBuffer {
@@ -100,7 +98,6 @@ function uniforms(f: Fields): ArrayBuffer {
     f.widths?.length ?? 0,
     f.rows ?? 0,
     f.capacity ?? 0,
-    f.flatWidth ?? 0,
   ]);
 }
 
@@ -203,7 +200,7 @@ export function fillNonzeroBits(
     ),
     bindingsOf(denseTexels ? { denseTexels, ...bits } : { dense, ...bits }),
     gatedIf(gate, grid1d(Math.ceil(invocations / 64) * 256)), // grid1d counts 256 per workgroup
-    uniforms({ rows, dSae, flatWidth: flatWidth(gpu) }),
+    uniforms({ rows, dSae }),
   );
 }
 
@@ -416,14 +413,13 @@ export function sparseBackward(
   const gpu = inputs.wDec.gpu;
   const dIn = inputs.wDec.cols;
   const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths);
-  const entriesWidth = flatWidth(gpu);
+  const entriesWidth = gpu.flatWidth;
   const fields = {
     widths: bounds,
     dIn,
     dSae: acts.dSae,
     rows: acts.rows,
     capacity: acts.capacity,
-    flatWidth: entriesWidth,
   };
   const code = wgsl("sparse");
   const rescale = { RESCALE: inputs.norms ? 1 : 0 };

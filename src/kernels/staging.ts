@@ -1,6 +1,6 @@
 /**
  * Flat staging textures: a tensor's elements copied (buffer-to-texture copies, a memcpy in
- * lavapipe) into an rgba32float texture, texel i at (i % flatWidth, i / flatWidth), so that
+ * lavapipe) into an rgba32float texture, texel i at (i % gpu.flatWidth, i / gpu.flatWidth), so that
  * elementwise-style kernels read their operands as gathered texel loads instead of storage-buffer
  * loads, which llvmpipe runs as a scalar loop over SIMD lanes (README, "What llvmpipe rewards").
  */
@@ -11,19 +11,10 @@ import { alignDown, packedTexture, textureSide } from "./texture_pack.ts";
 /** Rows of a flat staging texture: with 16368 texels a row, about 17 MB per role. */
 const FLAT_ROWS = 64;
 
-/**
- * Texels per row of a flat staging texture: the widest side whose rows are a multiple of 256
- * bytes (buffer-to-texture copies need that) and which is neither a power of two nor a multiple
- * of 256 texels (see `textureSide`): 16368 where textures reach 16384.
- */
-export function flatWidth(gpu: Gpu): number {
-  return gpu.limits.maxTextureDimension2D - 16;
-}
-
 /** Elements a flat texture of `rows` rows holds (4 per texel): by default, what one
  * `flatTexels` call can stage, for callers that split their work. */
 export function flatCapacity(gpu: Gpu, rows = FLAT_ROWS): number {
-  return 4 * flatWidth(gpu) * textureSide(rows, false);
+  return 4 * gpu.flatWidth * textureSide(rows, false);
 }
 
 /** A piece [start, start + count) of a flat tensor. */
@@ -52,7 +43,7 @@ export function runRange(t: Tensor, { start, count }: FlatRun): GPUBufferBinding
 
 /**
  * Elements [start, start + count) of `t` as the first count/4 texels of a cached flat texture
- * (`role` names it), texel i at (i % flatWidth, i / flatWidth): buffer-to-texture copies, a
+ * (`role` names it), texel i at (i % gpu.flatWidth, i / gpu.flatWidth): buffer-to-texture copies, a
  * memcpy in lavapipe. Elementwise kernels read their operands from these instead of from storage
  * buffers, whose per-lane loads llvmpipe runs as a scalar loop (a 37.7 MB read: ~45 ms from a
  * buffer, ~12 ms from a texture). start and count must be multiples of 4 and count at most
@@ -69,7 +60,7 @@ export function flatTexels(
   if (start % 4 !== 0 || count % 4 !== 0 || count > flatCapacity(gpu, rows)) {
     throw new GpuError(`flatTexels: [${start}, +${count}) is not whole texels of one staging`);
   }
-  const width = flatWidth(gpu);
+  const width = gpu.flatWidth;
   // Small tensors take a shorter texture (rows in powers of two, so few sizes get cached), never
   // shorter than the run.
   const needed = Math.max(1, Math.ceil(count / 4 / width));
@@ -117,7 +108,7 @@ export function* stagedRowRuns(
  */
 export function wholeTexels(t: Tensor, role: string): GPUTextureView | null {
   const gpu = t.gpu;
-  const rows = Math.ceil(t.size / 4 / flatWidth(gpu));
+  const rows = Math.ceil(t.size / 4 / gpu.flatWidth);
   const fits = textureSide(rows, false) <= gpu.limits.maxTextureDimension2D;
   return t.size % 4 === 0 && fits ? flatTexels(t, { start: 0, count: t.size }, role, rows) : null;
 }

@@ -10,7 +10,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
-import { flatWidth, rowsStageable, stagedRowRuns, unusedTexels, wholeTexels } from "./staging.ts";
+import { rowsStageable, stagedRowRuns, unusedTexels, wholeTexels } from "./staging.ts";
 
 const ITEMS_PER_WORKGROUP = 256 * 64;
 /**
@@ -91,7 +91,7 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   if (staged) {
     for (const { row0, rows: count, texels } of stagedRowRuns(values)) {
       const start = row0 * segLen;
-      const uniforms = params([count, segLen, k, 0, start, 0, start, flatWidth(gpu)]);
+      const uniforms = params([count, segLen, k, 0, start, 0, start]);
       dispatch([values, undefined, undefined, out, kLimit, texels], count, uniforms);
     }
     return out;
@@ -99,7 +99,7 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   // Big matrices go in chunks of whole rows. The scan kernel declares no texture.
   const texels = method === "radix" ? unusedTexels(gpu) : undefined;
   for (const c of chunks(gpu, rows, segLen)) {
-    const uniforms = params([c.count, segLen, k, 0, c.shift, 0, 0, 0]);
+    const uniforms = params([c.count, segLen, k, 0, c.shift, 0, 0]);
     dispatch(
       [bind(values, c), undefined, undefined, bind(out, c), kLimit, texels],
       c.count,
@@ -172,13 +172,12 @@ function selectBatch(values: Tensor, count: number): Tensor {
   const wholeValues = elementChunks.length === 1 ? wholeTexels(values, "topk batch") : null;
   const staged = wholeValues !== null;
   const texels = wholeValues ?? unusedTexels(gpu);
-  const stage = staged ? [0, flatWidth(gpu)] : [0, 0];
   const constants = { K_FROM_BUFFER: 0, RELU_OUTPUT: 1, STAGED: staged ? 1 : 0 };
   gpu.dispatch(
     gpu.kernel("topk_select", code, "init", constants),
     [undefined, hist, state, undefined, gpu.unusedBinding],
     [1],
-    params([1, segLen, count, 0, 0, 0, 0, 0]),
+    params([1, segLen, count, 0, 0, 0, 0]),
   );
   // Passes 0-3 find the k-th value; 4-7 break ties with it by index (no work without ties).
   for (let pass = 0; pass < 8; pass++) {
@@ -187,14 +186,14 @@ function selectBatch(values: Tensor, count: number): Tensor {
         gpu.kernel("topk_select", code, "histogram", constants),
         [bind(values, c), hist, state, undefined, undefined, texels],
         [groups(c.count, ITEMS_PER_WORKGROUP), 1],
-        params([1, c.count, count, pass, c.shift, c.first, ...stage]),
+        params([1, c.count, count, pass, c.shift, c.first, 0]),
       );
     }
     gpu.dispatch(
       gpu.kernel("topk_select", code, "choose"),
       [undefined, hist, state],
       [1],
-      params([1, segLen, count, pass, 0, 0, 0, 0]),
+      params([1, segLen, count, pass, 0, 0, 0]),
     );
   }
   for (const c of elementChunks) {
@@ -202,7 +201,7 @@ function selectBatch(values: Tensor, count: number): Tensor {
       gpu.kernel("topk_select", code, "apply", constants),
       [bind(values, c), undefined, state, bind(out, c), undefined, texels],
       grid1d(c.count),
-      params([1, c.count, count, 0, c.shift, c.first, ...stage]),
+      params([1, c.count, count, 0, c.shift, c.first, 0]),
     );
   }
   hist.dispose();

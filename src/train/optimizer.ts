@@ -4,7 +4,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "../kernels/elementwise.ts";
 import { reduceAll } from "../kernels/reduce.ts";
 import { params, wgsl } from "../kernels/source.ts";
-import { flatRuns, flatTexels, flatWidth, runRange } from "../kernels/staging.ts";
+import { flatRuns, flatTexels, runRange } from "../kernels/staging.ts";
 
 /**
  * torch.nn.utils.clip_grad_norm_'s coefficient: a [2] tensor [total 2-norm of all gradients,
@@ -88,7 +88,7 @@ export class Adam {
         // Without clipping the (unread) coefficient binding takes the gradient's range.
         [param, undefined, m, v, clip ?? g, ...staged],
         grid1d(run.count / 4),
-        params([run.count, flatWidth(gpu)], f32s),
+        params([run.count], f32s),
       );
     }
   }
@@ -103,7 +103,7 @@ export class Adam {
         kernel,
         [...tensors.map((t) => bind(t, c)), clip ?? bind(tensors[1], c)],
         grid1d(c.count),
-        params([c.count, 0], f32s),
+        params([c.count], f32s),
       );
     }
   }
