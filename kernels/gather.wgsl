@@ -22,52 +22,68 @@ fn listed() -> u32 {
   return min(total[TOTAL_AT], p.slots);
 }
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-  return (wid.y * nwg.x + wid.x) * 256u + lid;
+// Each invocation takes one column (`inner`, 256 per workgroup along x) of a strip of STRIP
+// rows (`outer`, one strip per workgroup along y): no division per element, which llvmpipe
+// runs as a scalar divide per lane when the divisor is a uniform, and one list read per strip
+// where a column is listed.
+const STRIP = 32u;
+
+struct Span { inner: u32, outer0: u32, outer1: u32 }
+
+fn span(wid: vec3<u32>, lid: u32, outer: u32) -> Span {
+  let outer0 = wid.y * STRIP;
+  return Span(wid.x * 256u + lid, outer0, min(outer0 + STRIP, outer));
 }
 
 @compute @workgroup_size(256)
-fn gather_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+fn gather_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let count = listed();
-  let e = flat(wid, nwg, lid);
-  if (e >= p.rows * p.slots) { return; }
-  let r = e / p.slots;
-  let c = e % p.slots;
-  dst[e] = select(p.fill, src[r * p.width + list[c]], c < count);
+  let s = span(wid, lid, p.rows);
+  let c = s.inner;
+  if (c >= p.slots) { return; }
+  let listed_col = c < count;
+  let col = select(0u, list[c], listed_col);
+  for (var r = s.outer0; r < s.outer1; r++) {
+    dst[r * p.slots + c] = select(p.fill, src[r * p.width + col], listed_col);
+  }
 }
 
 @compute @workgroup_size(256)
-fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let count = listed();
-  let e = flat(wid, nwg, lid);
-  if (e >= p.slots * p.width) { return; }
-  let c = e / p.width;
-  let i = e % p.width;
-  dst[e] = select(p.fill, src[list[c] * p.width + i], c < count);
+  let s = span(wid, lid, p.slots);
+  let i = s.inner;
+  if (i >= p.width) { return; }
+  for (var c = s.outer0; c < s.outer1; c++) {
+    let listed_row = c < count;
+    let row = select(0u, list[c], listed_row);
+    dst[c * p.width + i] = select(p.fill, src[row * p.width + i], listed_row);
+  }
 }
 
 @compute @workgroup_size(256)
-fn scatter_add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn scatter_add_rows(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
   let count = listed();
-  let e = flat(wid, nwg, lid);
-  if (e >= p.slots * p.width) { return; }
-  let c = e / p.width;
-  if (c >= count) { return; }
-  let at = list[c] * p.width + e % p.width;
-  dst[at] = dst[at] + src[e];
+  let s = span(wid, lid, min(p.slots, count));
+  let i = s.inner;
+  if (i >= p.width) { return; }
+  for (var c = s.outer0; c < s.outer1; c++) {
+    let at = list[c] * p.width + i;
+    dst[at] = dst[at] + src[c * p.width + i];
+  }
 }
 
 @compute @workgroup_size(256)
-fn scatter_add_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn scatter_add_cols(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
   let count = listed();
-  let e = flat(wid, nwg, lid);
-  if (e >= p.rows * p.slots) { return; }
-  let c = e % p.slots;
+  let s = span(wid, lid, p.rows);
+  let c = s.inner;
   if (c >= count) { return; }
-  let at = (e / p.slots) * p.width + list[c];
-  dst[at] = dst[at] + src[e];
+  let col = list[c];
+  for (var r = s.outer0; r < s.outer1; r++) {
+    let at = r * p.width + col;
+    dst[at] = dst[at] + src[r * p.slots + c];
+  }
 }

@@ -3,7 +3,6 @@
  * (`kernels/gather.wgsl`): AuxK over the dead latents as dense products.
  */
 import type { Tensor } from "../gpu/tensor.ts";
-import { grid1d } from "./elementwise.ts";
 import { params, wgsl } from "./source.ts";
 
 /** The first min(count, slots) entries of `list` are valid; count is `total[totalAt]`. */
@@ -15,6 +14,9 @@ export interface IndexList {
   totalAt: number;
   slots: number;
 }
+
+/** Rows per workgroup (STRIP in gather.wgsl). */
+const STRIP = 32;
 
 type Entry = "gather_cols" | "gather_rows" | "scatter_add_rows" | "scatter_add_cols";
 
@@ -28,13 +30,15 @@ function run(
   fill = 0,
 ) {
   const gpu = dst.gpu;
-  const n = entry === "gather_rows" || entry === "scatter_add_rows"
-    ? idx.slots * width
-    : rows * idx.slots;
+  // 256 columns by STRIP rows per workgroup (gather.wgsl): rows of the list (slots) when whole
+  // rows move, else rows of the matrix.
+  const [inner, outer] = entry === "gather_rows" || entry === "scatter_add_rows"
+    ? [width, idx.slots]
+    : [idx.slots, rows];
   gpu.dispatch(
     gpu.kernel("gather", wgsl("gather"), entry, { TOTAL_AT: idx.totalAt }),
     [idx.list, idx.total, src, dst],
-    grid1d(n),
+    [Math.max(1, Math.ceil(inner / 256)), Math.max(1, Math.ceil(outer / STRIP))],
     params([rows, width, idx.slots, 0], [fill, 0, 0, 0]),
   );
 }
