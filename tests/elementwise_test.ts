@@ -316,3 +316,25 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "row and column broadcasts pick the right b past 2^26 elements (the kernel's f32 quotient estimate)",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // Staged rows are whole texels, so an element index n = 4m is at least 4 below the next
+    // multiple of the width: f32(n) / f32(12288) rounds up to the next row only from n ≈ 2^26
+    // on (row 5462), where the estimate needs its correction.
+    const [rows, cols] = [5500, 12288];
+    const zeros = gpu.zeros([rows, cols]);
+    for (const bcast of ["perRow", "perCol"] as const) {
+      const length = bcast === "perRow" ? rows : cols;
+      const b = gpu.upload(Float32Array.from({ length }, (_, i) => i));
+      const got = await binary("add", zeros, b, bcast).read();
+      for (let i = 0; i < got.length; i++) {
+        const want = bcast === "perRow" ? Math.floor(i / cols) : i % cols;
+        if (got[i] !== want) throw new Error(`${bcast}[${i}]: got ${got[i]}, expected ${want}`);
+      }
+    }
+  },
+);
