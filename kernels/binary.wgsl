@@ -30,13 +30,7 @@ override FLAT_WIDTH: u32;
 override OP: u32 = 0u;
 override BCAST: u32 = 0u;
 
-// n / d for quotients below 2^22: an f32 estimate, off by at most one, corrected once. llvmpipe
-// runs a u32 division by a uniform as a scalar divide per SIMD lane; these are vector operations.
-fn quotient(n: u32, d: u32) -> u32 {
-  let q = u32(f32(n) / f32(d));
-  let r = bitcast<i32>(n - q * d);
-  return select(select(q, q + 1u, r >= i32(d)), q - 1u, r < 0i);
-}
+// include quotient
 
 fn b_at(i: u32) -> f32 {
   switch BCAST {
@@ -58,10 +52,7 @@ fn staged_b4(i: u32, first: f32) -> vec4<f32> {
   let j = 4u * i;
   switch BCAST {
     case 0u: { return textureLoad(b_in, texel(i)); }
-    case 1u: {
-      let n = p.offset + j;
-      return textureLoad(b_in, texel((n - quotient(n, p.cols) * p.cols) / 4u));
-    }
+    case 1u: { return textureLoad(b_in, texel(remainder(p.offset + j, p.cols) / 4u)); }
     case 2u: { return vec4<f32>(b[quotient(p.offset + j, p.cols)]); }
     default: { return vec4<f32>(first); }
   }

@@ -68,6 +68,8 @@ fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * 256u + lid;
 }
 
+// include quotient
+
 fn texel(q: u32) -> vec2<u32> {
   return vec2<u32>(q % FLAT_WIDTH, q / FLAT_WIDTH);
 }
@@ -90,7 +92,7 @@ fn forward_staged4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   let i = flat(wid, nwg, lid);
   if (i >= p.n / 4u) { return; }
   let x = textureLoad(h_in, texel(i));
-  let tc = textureLoad(t_in, texel(((p.offset + 4u * i) % p.cols) / 4u));
+  let tc = textureLoad(t_in, texel(remainder(p.offset + 4u * i, p.cols) / 4u));
   acts4[i] = kept(x, tc);
   if (SUPPORT) { support_out4[i] = support(x, tc); }
 }

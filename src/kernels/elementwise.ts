@@ -3,7 +3,7 @@ import { bind, chunks } from "../gpu/chunks.ts";
 import { type Binding, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type Gate, gatedIf } from "./gate.ts";
-import { params, wgsl } from "./source.ts";
+import { params, QUOTIENT_LIMIT, wgsl } from "./source.ts";
 import { flatRuns, flatTexels, runRange } from "./staging.ts";
 
 const BINARY_OPS = {
@@ -97,7 +97,9 @@ export function binary(
     throw new GpuError(`binary ${op}: accumulate needs an out tensor other than a`);
   }
   // Four elements per invocation when every group of four shares its row.
-  const vec4 = a.size % 4 === 0 && (bcast === "full" || bcast === "scalar" || a.cols % 4 === 0);
+  // Row and column broadcasts find b's index with `quotient` (kernels/quotient.wgsl).
+  const vec4 = a.size % 4 === 0 &&
+    (bcast === "full" || bcast === "scalar" || (a.cols % 4 === 0 && a.rows < QUOTIENT_LIMIT));
   const constants = { OP: BINARY_OPS[op], BCAST: BROADCAST[bcast] };
   const alphaBeta = [options.alpha ?? 1, options.beta ?? 1];
   if (vec4) {

@@ -4,7 +4,7 @@ import { GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { grid1d } from "./elementwise.ts";
 import { reduceRows } from "./reduce.ts";
-import { groups, params, wgsl } from "./source.ts";
+import { groups, params, QUOTIENT_LIMIT, wgsl } from "./source.ts";
 import type { SparseLists } from "./sparse.ts";
 import { flatRuns, flatTexels, runRange } from "./staging.ts";
 
@@ -61,8 +61,9 @@ function forward(h: Tensor, threshold: Tensor, supportBandwidth?: number) {
   const support = supportBandwidth === undefined ? undefined : gpu.empty(h.shape);
   const constants = { SUPPORT: support ? 1 : 0 };
   const bandwidth = supportBandwidth ?? 1;
-  // Four elements per invocation from staging textures when each group of four shares a row.
-  if (h.cols % 4 === 0) {
+  // Four elements per invocation from staging textures when each group of four shares a row
+  // (and rows are few enough for `quotient`, kernels/quotient.wgsl, to find each one's column).
+  if (h.cols % 4 === 0 && h.rows < QUOTIENT_LIMIT) {
     const kernel = gpu.kernel("jumprelu", wgsl("jumprelu"), "forward_staged4", constants);
     const thresholds = flatTexels(threshold, { start: 0, count: threshold.size }, "flat1");
     for (const run of flatRuns(gpu, h.size)) {

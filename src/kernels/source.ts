@@ -2,7 +2,9 @@
 const cache = new Map<string, string>();
 
 /**
- * The text of `kernels/<name>.wgsl`, with its `// unroll` lines written out (`unrollWgsl`).
+ * The text of `kernels/<name>.wgsl`, with each `// include <file>` line replaced by the text of
+ * `kernels/<file>.wgsl` (helpers several kernels share) and its `// unroll` lines written out
+ * (`unrollWgsl`).
  * `consts` replaces the values of `const NAME = N;` declarations first: unrolled bounds are
  * compile-time, so a kernel specialised on one (a register array's length) gets its own source.
  */
@@ -10,7 +12,10 @@ export function wgsl(name: string, consts: Record<string, number> = {}): string 
   const key = `${name}|${JSON.stringify(consts)}`;
   let code = cache.get(key);
   if (code === undefined) {
-    let source = Deno.readTextFileSync(new URL(`../../kernels/${name}.wgsl`, import.meta.url));
+    let source = readKernel(name).replace(
+      /^\/\/ include (\w+)$/gm,
+      (_, file: string) => readKernel(file),
+    );
     for (const [constName, value] of Object.entries(consts)) {
       const declaration = new RegExp(`^const ${constName} = \\d+u?;`, "m");
       if (!declaration.test(source)) {
@@ -22,6 +27,13 @@ export function wgsl(name: string, consts: Record<string, number> = {}): string 
     cache.set(key, code);
   }
   return code;
+}
+
+/** Quotients below this `quotient` in kernels/quotient.wgsl computes exactly (row indices). */
+export const QUOTIENT_LIMIT = 2 ** 22;
+
+function readKernel(file: string): string {
+  return Deno.readTextFileSync(new URL(`../../kernels/${file}.wgsl`, import.meta.url));
 }
 
 /** Packs uniform fields (u32 first, then f32) into the layout the kernels' `Params` structs use. */
