@@ -229,9 +229,20 @@ Deno.test(
   async () => {
     const gpu = await testGpu();
     // [300, 700] takes the one-invocation-per-row kernel from staging textures ([2100, 2048] in
-    // two staged runs of rows), [300, 701] from the buffer, [40, 3000] the workgroup-per-row one:
-    // all must give these exact bits, so switching kernels never changes a result.
-    for (const [r, c] of [[300, 700], [2100, 2048], [300, 701], [40, 3000]]) {
+    // two staged runs of rows), [300, 701] from the buffer; [40, 3000] the workgroup-per-row one
+    // from staging textures ([1500, 3000] in two runs), [40, 3001] and [10, 3000] (too few
+    // values to stage) from the buffer: all must give these exact bits, so switching kernels
+    // never changes a result.
+    const shapes = [
+      [300, 700],
+      [2100, 2048],
+      [300, 701],
+      [40, 3000],
+      [1500, 3000],
+      [40, 3001],
+      [10, 3000],
+    ];
+    for (const [r, c] of shapes) {
       const a = randomArray(r * c, 7 * r + c);
       const want = Array.from({ length: r }, (_, i) => {
         const lanes = new Array(256).fill(0);

@@ -15,6 +15,8 @@ export type RowReduction = keyof typeof ROW_FNS;
  */
 const SHORT_MAX_COLS = 2048;
 const SHORT_MIN_ROWS = 256;
+/** Long rows are staged from this many values: below, the copy costs more than it saves. */
+const STAGED_MAIN_MIN = 2 ** 16;
 
 /** out[r] = Σ_j f(a[r, j]) → shape [rows]. */
 export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?: Tensor): Tensor {
@@ -22,11 +24,14 @@ export function reduceRows(a: Tensor, fn: RowReduction = "sum", alpha = 0, out?:
   const result = out ?? gpu.empty([a.rows]);
   const short = a.cols <= SHORT_MAX_COLS && a.rows >= SHORT_MIN_ROWS;
   const constants = { F: ROW_FNS[fn] };
-  if (short && rowsStageable(a)) {
-    const kernel = gpu.kernel("reduce", wgsl("reduce"), "rows_short_staged", constants);
+  if (rowsStageable(a) && (short || a.size >= STAGED_MAIN_MIN)) {
+    const entry = short ? "rows_short_staged" : "rows_main_staged";
+    const kernel = gpu.kernel("reduce", wgsl("reduce"), entry, constants);
     for (const { row0, rows, texels } of stagedRowRuns(a)) {
       const uniforms = params([rows, a.cols, row0, 0], [alpha, 0]);
-      gpu.dispatch(kernel, [undefined, result, undefined, texels], grid1d(rows * 4), uniforms);
+      // 64 rows per workgroup, or one
+      const grid = grid1d(short ? rows * 4 : rows * 256);
+      gpu.dispatch(kernel, [undefined, result, undefined, texels], grid, uniforms);
     }
     return result;
   }
