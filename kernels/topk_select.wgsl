@@ -32,19 +32,11 @@ override K_FROM_BUFFER: bool = false;
 override RELU_OUTPUT: bool = true;
 override STAGED: bool = false;
 
-fn value_at(i: u32) -> f32 {
-  if (STAGED) {
-    let e = i - p.stage0;
-    let t = e / 4u;
-    return textureLoad(values_in, vec2<u32>(t % FLAT_WIDTH, t / FLAT_WIDTH))[e % 4u];
-  }
-  return values[i];
-}
-
-// Keys of a row's elements j..j+3 (j a multiple of 4) from the row starting at `base`. Past the
-// row's end the key is 0, below every float's: such padding never reaches a chosen digit, so it
-// is never kept, and it raises no slice maximum. Staged rows are whole texels (the host stages
-// only rows of a multiple of 4), so this is one texel load instead of four.
+// Keys of elements j..j+3 (j a multiple of 4) of the segment (a row, or a chunk of the batch)
+// starting at `base`. Past the segment's end the key is 0, below every float's: such padding
+// never reaches a chosen digit, so it is never kept, and it raises no slice maximum. Staged
+// values are whole texels (the host stages only rows of a multiple of 4, or a whole batch of a
+// multiple of 4 values), so this is one texel load instead of four.
 fn quad_keys(base: u32, j: u32) -> vec4<u32> {
   var keys = vec4<u32>();
   if (STAGED) {
@@ -59,7 +51,9 @@ fn quad_keys(base: u32, j: u32) -> vec4<u32> {
   return keys;
 }
 
-const ITEMS = 64u;   // values per invocation per histogram workgroup (16 was ~20% slower: more global atomics)
+// Quads (4 values) per invocation per histogram workgroup (64 values; 16 values was ~20%
+// slower: more global atomics).
+const QUADS = 16u;
 const S = 6u;        // state words per segment
 var<workgroup> local_hist: array<atomic<u32>, 256>;
 
@@ -106,14 +100,16 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let prefix = select(threshold, state[S * seg + 3u], tie_pass);
   let counting = !tie_pass || state[S * seg + 5u] != 0u;
   let base = p.offset + seg * p.seg_len;
-  let start = wid.x * 256u * ITEMS + lid;
-  for (var t = 0u; counting && t < ITEMS; t++) {
-    let j = start + t * 256u;
+  let start = wid.x * 256u * QUADS + lid;
+  for (var t = 0u; counting && t < QUADS; t++) {
+    let j = 4u * (start + t * 256u);
     if (j < p.seg_len) {
-      let value_key = key_of(value_at(base + j));
-      let key = select(value_key, ~(p.index0 + j), tie_pass);
-      if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie_pass || value_key == threshold)) {
-        atomicAdd(&local_hist[(key >> shift) & 0xffu], 1u);
+      let keys = quad_keys(base, j);
+      for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
+        let key = select(keys[c], ~(p.index0 + j + c), tie_pass);
+        if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie_pass || keys[c] == threshold)) {
+          atomicAdd(&local_hist[(key >> shift) & 0xffu], 1u);
+        }
       }
     }
   }
@@ -164,14 +160,18 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let tie_prefix = state[3];
   let any_kept = state[2] > 0u;
   let no_ties = state[5] == 0u;
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= p.seg_len) { return; }
-  let v = value_at(p.offset + i);
-  let key = key_of(v);
-  let tie_kept = no_ties || ~(p.index0 + i) >= tie_prefix;
-  let selected = any_kept && (key > threshold || (key == threshold && tie_kept));
-  let kept = select(v, max(v, 0.0), RELU_OUTPUT);
-  out[p.offset + i] = select(0.0, kept, selected);
+  // Values 4q .. 4q + 3, read as one quad.
+  let j = 4u * ((wid.y * nwg.x + wid.x) * 256u + lid);
+  if (j >= p.seg_len) { return; }
+  let keys = quad_keys(p.offset, j);
+  for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
+    let key = keys[c];
+    let v = value_of(key);
+    let tie_kept = no_ties || ~(p.index0 + j + c) >= tie_prefix;
+    let selected = any_kept && (key > threshold || (key == threshold && tie_kept));
+    let kept = select(v, max(v, 0.0), RELU_OUTPUT);
+    out[p.offset + j + c] = select(0.0, kept, selected);
+  }
 }
 
 // ---- select_rows: the whole selection of one row in one workgroup ------------------------------

@@ -12,6 +12,7 @@ import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 import { rowsStageable, stagedRowRuns, unusedTexels, wholeTexels } from "./staging.ts";
 
+/** Values each histogram workgroup counts (256 invocations, QUADS quads each). */
 const ITEMS_PER_WORKGROUP = 256 * 64;
 /**
  * select_rows bounds the k-th value by the k-th of at most 1024 slice maxima, so k must not
@@ -200,7 +201,7 @@ function selectBatch(values: Tensor, count: number): Tensor {
     gpu.dispatch(
       gpu.kernel("topk_select", code, "apply", constants),
       [bind(values, c), undefined, state, bind(out, c), undefined, texels],
-      grid1d(c.count),
+      grid1d(Math.ceil(c.count / 4)), // a quad per invocation
       params([1, c.count, count, 0, c.shift, c.first, 0]),
     );
   }
