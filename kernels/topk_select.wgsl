@@ -12,7 +12,7 @@
 // SIMD lanes, but gathers texel loads.
 struct Params {
   segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32, index0: u32,
-  stage0: u32,
+  stage0: u32, slice_len: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 // Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
@@ -27,6 +27,13 @@ override FLAT_WIDTH: u32;
 @group(0) @binding(5) var<storage, read> k_limit: array<f32>;
 
 @group(0) @binding(6) var values_in: texture_storage_2d<rgba32float, read>;
+// With HAS_BOUND, bound_state[0] is a lower bound for the batch's k-th key (the state of a
+// selection over slice maxima): the histogram passes skip elements below it. Every digit is
+// chosen where the cumulative count from the top first reaches k, and all elements at or above
+// the k-th value still count, so the choices do not change; only the atomics of the many small
+// values go.
+@group(0) @binding(7) var<storage, read> bound_state: array<u32>;
+override HAS_BOUND: bool = false;
 
 override K_FROM_BUFFER: bool = false;
 override RELU_OUTPUT: bool = true;
@@ -99,6 +106,7 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let threshold = state[S * seg];
   let prefix = select(threshold, state[S * seg + 3u], tie_pass);
   let counting = !tie_pass || state[S * seg + 5u] != 0u;
+  let bound = select(0u, bound_state[0], HAS_BOUND);
   let base = p.offset + seg * p.seg_len;
   let start = wid.x * 256u * QUADS + lid;
   for (var t = 0u; counting && t < QUADS; t++) {
@@ -107,7 +115,8 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
       let keys = quad_keys(base, j);
       for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
         let key = select(keys[c], ~(p.index0 + j + c), tie_pass);
-        if ((key & fixed_mask) == (prefix & fixed_mask) && (!tie_pass || keys[c] == threshold)) {
+        let wanted = select(keys[c] >= bound, keys[c] == threshold, tie_pass);
+        if ((key & fixed_mask) == (prefix & fixed_mask) && wanted) {
           atomicAdd(&local_hist[(key >> shift) & 0xffu], 1u);
         }
       }
@@ -116,6 +125,20 @@ fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   workgroupBarrier();
   let count = atomicLoad(&local_hist[lid]);
   if (count > 0u) { atomicAdd(&hist[seg * 256u + lid], count); }
+}
+
+// The largest value of each slice of slice_len values (a multiple of 4) of the one batch-wide
+// segment: the k-th largest of these (k ≤ slices) bounds the batch's k-th value from below.
+@compute @workgroup_size(256)
+fn slice_maxima(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  let slice = (wid.y * nwg.x + wid.x) * 256u + lid;
+  let start = slice * p.slice_len;
+  if (start >= p.seg_len) { return; }
+  let end = min(start + p.slice_len, p.seg_len);
+  var best = vec4<u32>();
+  for (var j = start; j < end; j += 4u) { best = max(best, quad_keys(p.offset, j)); }
+  out[slice] = value_of(max(max(best.x, best.y), max(best.z, best.w)));
 }
 
 // One invocation per segment: walk bins from the top until `remaining` values are covered.

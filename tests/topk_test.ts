@@ -53,6 +53,12 @@ Deno.test("per-row top-k keeps exactly the k largest of each row, then ReLU", gp
 
 Deno.test("batch top-k keeps the count largest over the whole batch", gpuTest, async () => {
   const gpu = await testGpu();
+  // Staged batches of at least 8·count values count only values above a bound from slice
+  // maxima. In [8, 64] with count 64 each slice of 4 holds one positive value: the bound is the
+  // 64th value itself, so a bound even one key too high would lose it.
+  const oneBySlice = Float32Array.from({ length: 512 }, (_, i) => i % 4 === 0 ? 1 + i : 0);
+  const tight = await topkOverBatch(gpu.upload(oneBySlice, [8, 64]), 64).read();
+  assertClose(tight, referenceTopK(oneBySlice, 512, 64), { rtol: 0, atol: 0, what: "tight" });
   for (const [rows, cols, count] of [[32, 128, 208], [7, 3001, 50], [64, 1000, 64 * 32]]) {
     const x = randomArray(rows * cols, count, -1, 1).map((v) => Math.max(v, 0));
     const got = await topkOverBatch(gpu.upload(x, [rows, cols]), count).read();

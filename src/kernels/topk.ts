@@ -161,53 +161,100 @@ function scanKernel(values: Tensor, k: number, options: SelectOptions): RowSelec
  */
 function selectBatch(values: Tensor, count: number): Tensor {
   const gpu = values.gpu;
-  const segLen = values.size;
-  checkK(count, segLen);
+  checkK(count, values.size);
   if (count === 0) return gpu.zeros(values.shape);
   const out = gpu.empty(values.shape);
-  const elementChunks = chunks(gpu, segLen);
+  const elementChunks = chunks(gpu, values.size);
+  // Every pass reads the values: stage them whole, once, where they fit one binding.
+  const texels = elementChunks.length === 1 ? wholeTexels(values, "topk batch") : null;
+  const bound = texels ? sliceMaximaBound(values, count, texels) : null;
+  const state = batchState(values, count, { texels, bound, ties: true });
+  const constants = { RELU_OUTPUT: 1, STAGED: texels ? 1 : 0 };
+  for (const c of elementChunks) {
+    gpu.dispatch(
+      gpu.kernel("topk_select", wgsl("topk_select"), "apply", constants),
+      [bind(values, c), undefined, state, bind(out, c), undefined, texels ?? unusedTexels(gpu)],
+      grid1d(Math.ceil(c.count / 4)), // a quad per invocation
+      params([1, c.count, count, 0, c.shift, c.first, 0, 0]),
+    );
+  }
+  bound?.dispose();
+  state.dispose();
+  return out;
+}
+
+/**
+ * The selection state (`state` in topk_select.wgsl) of the batch's `count`-th largest value:
+ * its key, then (with `ties`) the index prefix that keeps the lowest-indexed equal values.
+ * `texels`: the values staged whole; `bound`: a lower bound's state (`sliceMaximaBound`).
+ */
+function batchState(
+  values: Tensor,
+  count: number,
+  { texels, bound, ties }: { texels: GPUTextureView | null; bound: Tensor | null; ties: boolean },
+): Tensor {
+  const gpu = values.gpu;
+  const code = wgsl("topk_select");
   const hist = gpu.empty([256], "u32");
   const state = gpu.empty([6], "u32");
-  const code = wgsl("topk_select");
-  // Every pass reads the values: stage them whole, once, where they fit one binding.
-  const wholeValues = elementChunks.length === 1 ? wholeTexels(values, "topk batch") : null;
-  const staged = wholeValues !== null;
-  const texels = wholeValues ?? unusedTexels(gpu);
-  const constants = { K_FROM_BUFFER: 0, RELU_OUTPUT: 1, STAGED: staged ? 1 : 0 };
+  const constants = { STAGED: texels ? 1 : 0, HAS_BOUND: bound ? 1 : 0 };
   gpu.dispatch(
-    gpu.kernel("topk_select", code, "init", constants),
+    gpu.kernel("topk_select", code, "init"),
     [undefined, hist, state, undefined, gpu.unusedBinding],
     [1],
-    params([1, segLen, count, 0, 0, 0, 0]),
+    params([1, values.size, count, 0, 0, 0, 0, 0]),
   );
   // Passes 0-3 find the k-th value; 4-7 break ties with it by index (no work without ties).
-  for (let pass = 0; pass < 8; pass++) {
-    for (const c of elementChunks) {
+  for (let pass = 0; pass < (ties ? 8 : 4); pass++) {
+    for (const c of chunks(gpu, values.size)) {
       gpu.dispatch(
         gpu.kernel("topk_select", code, "histogram", constants),
-        [bind(values, c), hist, state, undefined, undefined, texels],
+        [
+          bind(values, c),
+          hist,
+          state,
+          undefined,
+          undefined,
+          texels ?? unusedTexels(gpu),
+          bound ?? gpu.unusedBinding,
+        ],
         [groups(c.count, ITEMS_PER_WORKGROUP), 1],
-        params([1, c.count, count, pass, c.shift, c.first, 0]),
+        params([1, c.count, count, pass, c.shift, c.first, 0, 0]),
       );
     }
     gpu.dispatch(
       gpu.kernel("topk_select", code, "choose"),
       [undefined, hist, state],
       [1],
-      params([1, segLen, count, pass, 0, 0, 0]),
-    );
-  }
-  for (const c of elementChunks) {
-    gpu.dispatch(
-      gpu.kernel("topk_select", code, "apply", constants),
-      [bind(values, c), undefined, state, bind(out, c), undefined, texels],
-      grid1d(Math.ceil(c.count / 4)), // a quad per invocation
-      params([1, c.count, count, 0, c.shift, c.first, 0]),
+      params([1, values.size, count, pass, 0, 0, 0, 0]),
     );
   }
   hist.dispose();
-  state.dispose();
-  return out;
+  return state;
+}
+
+/**
+ * The state of the `count`-th largest of the maxima of at least 2·count slices of the staged
+ * `values` (null when they are fewer than 8·count): a lower bound for the batch's `count`-th
+ * value, so the full passes count only the few values above it. Each value they skip would cost
+ * a workgroup atomic (a scalar loop over SIMD lanes on llvmpipe); BatchTopK at the reference
+ * shape: histogram 240 -> ms.
+ */
+function sliceMaximaBound(values: Tensor, count: number, texels: GPUTextureView): Tensor | null {
+  const gpu = values.gpu;
+  const sliceLen = 4 * Math.floor(values.size / (2 * count) / 4);
+  if (sliceLen < 4) return null;
+  const maxima = gpu.empty([Math.ceil(values.size / sliceLen)]);
+  gpu.dispatch(
+    gpu.kernel("topk_select", wgsl("topk_select"), "slice_maxima", { STAGED: 1 }),
+    [values, undefined, undefined, maxima, undefined, texels],
+    grid1d(maxima.size),
+    params([1, values.size, count, 0, 0, 0, 0, sliceLen]),
+  );
+  const maximaTexels = wholeTexels(maxima, "topk maxima");
+  const bound = batchState(maxima, count, { texels: maximaTexels, bound: null, ties: false });
+  maxima.dispose();
+  return bound;
 }
 
 /**
