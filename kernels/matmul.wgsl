@@ -121,9 +121,14 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>) {
 // whole product. An invocation's
 // 32 x 32 outputs are one whole word per row and per column (row0 and col0 are multiples of
 // 32), so plain stores do; words past the product's edge are not written.
+// With limit_dim 1, 2 or 3 (rows, columns or depth), the caller promises that op(A)'s rows, op(B)'s
+// columns or both operands' depth past live[limit_at] (in indices of the whole product; the
+// block's depth starts at k0) are zero: invocations skip the products they would add, which are
+// zero anyway (AuxK's compacted dead latents, counted on the GPU: the slots past the count).
 struct TiledParams {
   M: u32, N: u32, K4: u32, ldc: u32, c_offset: u32, accumulate: u32, has_bias: u32,
-  col0: u32, has_masks: u32, row0: u32, row_words: u32, col_words: u32, alpha: f32,
+  col0: u32, has_masks: u32, row0: u32, row_words: u32, col_words: u32,
+  k0: u32, limit_dim: u32, limit_at: u32, alpha: f32,
 }
 @group(0) @binding(0) var<uniform> tp: TiledParams;
 @group(0) @binding(1) var Ap: texture_storage_2d<rgba32float, read>;
@@ -132,6 +137,7 @@ struct TiledParams {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> row_masks: array<u32>;
 @group(0) @binding(6) var<storage, read_write> col_masks: array<u32>;
+@group(0) @binding(7) var<storage, read> live: array<u32>;
 
 const ROWS = 32u;  // rows of C per invocation
 const COLS4 = 8u;  // vec4 column groups of C per invocation
@@ -178,7 +184,17 @@ fn tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row_{i} = min(row_base + {i}u, tp.M - 1u);  // unroll i<ROWS
   let col4_{j} = min(col4_base + {j}u, last_col4);  // unroll j<COLS4
   var acc_{i}_{j} = vec4<f32>();  // unroll i<ROWS j<COLS4
-  for (var k4 = 0u; k4 < tp.K4; k4++) {
+  // Depth steps this invocation needs: all of them, or none past the live rows or columns, or
+  // those below the live depth.
+  let live_count = live[tp.limit_at];
+  var k4_end = tp.K4;
+  switch tp.limit_dim {
+    case 1u: { k4_end = select(tp.K4, 0u, tp.row0 + row_base >= live_count); }
+    case 2u: { k4_end = select(tp.K4, 0u, tp.col0 + 4u * col4_base >= live_count); }
+    case 3u: { k4_end = min(tp.K4, (max(live_count, tp.k0) - tp.k0 + 3u) / 4u); }
+    default: {}
+  }
+  for (var k4 = 0u; k4 < k4_end; k4++) {
     let k = 4u * k4;
     let b0_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k));  // unroll j<COLS4
     let b1_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 1u));  // unroll j<COLS4

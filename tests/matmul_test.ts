@@ -211,3 +211,55 @@ Deno.test("wgsl(name, consts) specialises a const before unrolling, and names a 
   }
   if (!message.includes("NO_SUCH_CONST")) throw new Error(`no clear error: ${message}`);
 });
+
+Deno.test(
+  "the tiled kernel skips the rows, columns or depth past a GPU-side live count",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const [M, N, K] = [100, 300, 90];
+    // Each invocation owns 32 rows and 32 columns and steps depth by 4: past the live count it
+    // skips whole blocks (rows from 64 with 40 live, columns from 96 with 70 live) and depth
+    // from 52 with 50 live. Zeros fill the rest past the count, as promised; the skipped parts
+    // hold garbage that would show if they were read.
+    const cases = [
+      { dim: "rows", live: 40, zeroA: (m: number) => m >= 40, garbageA: (m: number) => m >= 64 },
+      { dim: "cols", live: 70, zeroB: (n: number) => n >= 70, garbageB: (n: number) => n >= 96 },
+      { dim: "depth", live: 50, zeroK: (k: number) => k >= 50, garbageK: (k: number) => k >= 52 },
+    ] as const;
+    const count = gpu.upload(Uint32Array.of(7, 0));
+    for (const c of cases) {
+      const a = randomArray(M * K, 41), b = randomArray(K * N, 42);
+      const [aZero, bZero] = [Float32Array.from(a), Float32Array.from(b)];
+      for (let m = 0; m < M; m++) {
+        for (let k = 0; k < K; k++) {
+          const [zero, garbage] = "zeroA" in c
+            ? [c.zeroA(m), c.garbageA(m)]
+            : "zeroK" in c
+            ? [c.zeroK(k), c.garbageK(k)]
+            : [false, false];
+          if (zero) [aZero[m * K + k], a[m * K + k]] = [0, garbage ? 1e30 : 0];
+        }
+      }
+      for (let k = 0; k < K; k++) {
+        for (let n = 0; n < N; n++) {
+          const [zero, garbage] = "zeroB" in c
+            ? [c.zeroB(n), c.garbageB(n)]
+            : "zeroK" in c
+            ? [c.zeroK(k), c.garbageK(k)]
+            : [false, false];
+          if (zero) [bZero[k * N + n], b[k * N + n]] = [0, garbage ? 1e30 : 0];
+        }
+      }
+      gpu.write(count, Uint32Array.of(7, c.live));
+      const got = await matmulWith(
+        gpu.upload(a, [M, K]),
+        gpu.upload(b, [K, N]),
+        { live: { count, at: 1, dim: c.dim } },
+        { path: "tiled" },
+      ).read();
+      const want = referenceMatmul(aZero, bZero, M, N, K, false, false);
+      assertClose(got, want, { rtol: 1e-5, atol: 1e-4, what: `live ${c.dim}` });
+    }
+  },
+);

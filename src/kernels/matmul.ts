@@ -37,7 +37,23 @@ export interface MatmulOptions {
    * `compressSelection`): written by the tiled kernel as it stores, else by a pass over C.
    */
   positiveMasks?: NonzeroBits;
+  /**
+   * A promise that op(A)'s rows (`dim` "rows"), op(B)'s columns ("cols") or both operands' depth
+   * ("depth") past the u32 count[at] are zero, so the tiled kernel may skip the products they
+   * would add: the same result, less work where a GPU-side count (AuxK's dead latents) leaves
+   * part of a fixed-size operand empty.
+   */
+  live?: LiveCount;
 }
+
+/** Where a product's operands stop being nonzero along one dimension (`MatmulOptions.live`). */
+export interface LiveCount {
+  count: Tensor;
+  at: number;
+  dim: "rows" | "cols" | "depth";
+}
+
+const LIVE_DIMS = { rows: 1, cols: 2, depth: 3 } as const;
 
 /** Knobs for tests and benchmarks; training code never sets them. */
 export interface MatmulInternals {
@@ -108,6 +124,7 @@ export function matmulWith(
       accumulate,
       bias: options.bias,
       masks: options.positiveMasks,
+      live: options.live,
     };
     tiledMatmul(gpu, product, {
       maxBinding,
@@ -144,6 +161,7 @@ interface Product {
   accumulate: boolean;
   bias?: Tensor;
   masks?: NonzeroBits;
+  live?: LiveCount;
 }
 
 /** Mask words cover 32 rows or columns: with masks, blocks of C start at multiples of this. */
@@ -230,6 +248,7 @@ function tiledMatmul(
             { binding: 4, resource: { buffer: (p.bias ?? gpu.unusedBinding).buffer } },
             { binding: 5, resource: masks[0] },
             { binding: 6, resource: masks[1] },
+            { binding: 7, resource: { buffer: (p.live?.count ?? gpu.unusedBinding).buffer } },
           ],
           [groups(nc, TILE), groups(mc, TILE)],
           params(
@@ -247,6 +266,9 @@ function tiledMatmul(
               m0,
               Math.ceil(p.N / MASK_WORD),
               Math.ceil(p.M / MASK_WORD),
+              k0,
+              p.live ? LIVE_DIMS[p.live.dim] : 0,
+              p.live?.at ?? 0,
             ],
             [p.alpha],
           ),

@@ -18,7 +18,7 @@ import {
   scatterAddRows,
 } from "../kernels/gather.ts";
 import { type Gate, valueIfClosed } from "../kernels/gate.ts";
-import { matmul } from "../kernels/matmul.ts";
+import { type LiveCount, matmul } from "../kernels/matmul.ts";
 import { reduceAll, reduceCols } from "../kernels/reduce.ts";
 import {
   compressRows,
@@ -180,7 +180,16 @@ function compactDead(
   const slotNorms = norms && gatherCols(norms.view([1, cfg.d_sae]), dead, 1).view([slots]);
   const decoded = slotNorms ? binary("div", acts, slotNorms, "perCol") : acts;
   const wDec = gatherRows(step.params.W_dec, dead);
-  return { dead, acts, decoded, norms: slotNorms, wDec, product: matmul(decoded, wDec) };
+  const product = matmul(decoded, wDec, { live: liveSlots(dead, "depth") });
+  return { dead, acts, decoded, norms: slotNorms, wDec, product };
+}
+
+/**
+ * The slots past the dead count hold zeros (gathered rows and columns are filled with zeros,
+ * and top-k over -Infinity keeps none of them): the GEMMs over slots may skip them.
+ */
+function liveSlots(dead: IndexList, dim: LiveCount["dim"]): LiveCount {
+  return { count: dead.total, at: dead.totalAt, dim };
 }
 
 /** Backward of the dense part, as the dense step does it, scattered back to the latents. */
@@ -192,7 +201,7 @@ function compactBackward(
   dBEnc: Tensor,
 ): void {
   const perLatent = (v: Tensor) => v.view([1, v.size]);
-  const dDecoded = matmul(dPre, c.wDec, { transB: true });
+  const dDecoded = matmul(dPre, c.wDec, { transB: true, live: liveSlots(c.dead, "cols") });
   let dActs = dDecoded;
   if (c.norms) {
     // decoded = acts / norm: −Σ_b dActs·acts / norm reaches the norm.
@@ -209,7 +218,9 @@ function compactBackward(
     scatterAddCols(dNorms, perLatent(reduceCols(binary("mul", dLinear, slotLinear))), c.dead);
     dLinear = binary("mul", dLinear, c.norms, "perCol");
   }
-  scatterAddRows(step.grads.W_dec, matmul(c.decoded, dPre, { transA: true }), c.dead);
-  scatterAddCols(step.grads.W_enc, matmul(step.saeIn, dLinear, { transA: true }), c.dead);
+  const dWDec = matmul(c.decoded, dPre, { transA: true, live: liveSlots(c.dead, "rows") });
+  scatterAddRows(step.grads.W_dec, dWDec, c.dead);
+  const dWEnc = matmul(step.saeIn, dLinear, { transA: true, live: liveSlots(c.dead, "cols") });
+  scatterAddCols(step.grads.W_enc, dWEnc, c.dead);
   scatterAddCols(perLatent(dBEnc), perLatent(reduceCols(dLinear)), c.dead);
 }
