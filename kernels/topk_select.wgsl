@@ -12,7 +12,7 @@
 // SIMD lanes, but gathers texel loads.
 struct Params {
   segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32, index0: u32,
-  stage0: u32, slice_len: u32,
+  stage0: u32, slice_len: u32, mask_row0: u32, mask_rows: u32, mask_cols: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 // Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
@@ -34,6 +34,21 @@ override FLAT_WIDTH: u32;
 // values go.
 @group(0) @binding(7) var<storage, read> bound_state: array<u32>;
 override HAS_BOUND: bool = false;
+// With MASKS, select_rows and apply also set the bits of the nonzero values they write in masks
+// of the whole [mask_rows, mask_cols] matrix, laid out as compress_bits (kernels/sparse.wgsl)
+// makes them (zeroed by the host): the sparse step then need not read the selection again.
+@group(0) @binding(8) var<storage, read_write> nonzero_by_row: array<atomic<u32>>;
+@group(0) @binding(9) var<storage, read_write> nonzero_by_col: array<atomic<u32>>;
+override MASKS: bool = false;
+
+// include quotient
+
+fn mark_nonzero(row: u32, col: u32) {
+  let row_words = (p.mask_cols + 31u) / 32u;
+  let col_words = (p.mask_rows + 31u) / 32u;
+  atomicOr(&nonzero_by_row[row * row_words + col / 32u], 1u << (col % 32u));
+  atomicOr(&nonzero_by_col[col * col_words + row / 32u], 1u << (row % 32u));
+}
 
 override K_FROM_BUFFER: bool = false;
 override RELU_OUTPUT: bool = true;
@@ -187,13 +202,27 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let j = 4u * ((wid.y * nwg.x + wid.x) * 256u + lid);
   if (j >= p.seg_len) { return; }
   let keys = quad_keys(p.offset, j);
+  var any_nonzero = false;
   for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
     let key = keys[c];
     let v = value_of(key);
     let tie_kept = no_ties || ~(p.index0 + j + c) >= tie_prefix;
     let selected = any_kept && (key > threshold || (key == threshold && tie_kept));
-    let kept = select(v, max(v, 0.0), RELU_OUTPUT);
-    out[p.offset + j + c] = select(0.0, kept, selected);
+    let kept = select(0.0, select(v, max(v, 0.0), RELU_OUTPUT), selected);
+    out[p.offset + j + c] = kept;
+    any_nonzero = any_nonzero || kept != 0.0;
+  }
+  // Marking is rare (k of the batch), so it runs apart from the loop above: with the atomics
+  // inside it, apply took 63 ms at the reference shape, 49 like this (32 without masks).
+  if (MASKS && any_nonzero) {
+    for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
+      if (out[p.offset + j + c] != 0.0) {
+        // The batch is one [mask_rows, mask_cols] matrix: element e is (e / cols, e % cols).
+        let e = p.index0 + j + c;
+        let row = quotient(e, p.mask_cols);
+        mark_nonzero(row, e - row * p.mask_cols);
+      }
+    }
   }
 }
 
@@ -388,7 +417,9 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
       let tie_kept = !ties || ~j >= tie_prefix;
       if (k > 0u && (key > threshold || (key == threshold && tie_kept))) {
         let v = value_of(key);
-        out[base + j] = select(v, max(v, 0.0), RELU_OUTPUT);
+        let kept = select(v, max(v, 0.0), RELU_OUTPUT);
+        out[base + j] = kept;
+        if (MASKS && kept != 0.0) { mark_nonzero(p.mask_row0 + row, j); }
       }
     }
     return;
@@ -400,7 +431,9 @@ fn select_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
       let v = value_of(keys[c]);
       let tie_kept = !ties || ~j >= tie_prefix;
       let selected = k > 0u && (keys[c] > threshold || (keys[c] == threshold && tie_kept));
-      out[base + j] = select(0.0, select(v, max(v, 0.0), RELU_OUTPUT), selected);
+      let kept = select(0.0, select(v, max(v, 0.0), RELU_OUTPUT), selected);
+      out[base + j] = kept;
+      if (MASKS && kept != 0.0) { mark_nonzero(p.mask_row0 + row, j); }
     }
   }
 }

@@ -5,6 +5,9 @@ import {
   topkPerRowMasked,
   topkPerRowRaw,
 } from "../src/kernels/topk.ts";
+import type { NonzeroBits } from "../src/kernels/sparse.ts";
+import type { Tensor } from "../src/gpu/tensor.ts";
+import { deepStrictEqual } from "node:assert/strict";
 import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Per-row selection runs both ways where k allows the scan (k <= 64), the default otherwise. */
@@ -232,5 +235,65 @@ Deno.test(
     // Rows shorter than 4096 skip the prefilter whatever k is.
     const short = await topkPerRow(gpu.upload(x, [3, 3000]), 40, "radix").read();
     assertClose(short, referenceTopK(x, 3000, 40), { rtol: 0, atol: 0, what: "short rows" });
+  },
+);
+
+/** Host masks of a matrix's nonzeros in compress_bits' layout (row words, then column words). */
+function nonzeroMasks(x: Float32Array, rows: number, cols: number): [Uint32Array, Uint32Array] {
+  const rowWords = Math.ceil(cols / 32), colWords = Math.ceil(rows / 32);
+  const rowBits = new Uint32Array(rows * rowWords), colBits = new Uint32Array(cols * colWords);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      if (x[r * cols + c] === 0) continue;
+      rowBits[r * rowWords + (c >> 5)] |= 1 << (c & 31);
+      colBits[c * colWords + (r >> 5)] |= 1 << (r & 31);
+    }
+  }
+  return [rowBits, colBits];
+}
+
+Deno.test(
+  "selections fill the masks of their nonzeros: per row (radix staged, from buffers, in chunks; scan) and batch-wide",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    // Masks start as garbage (all ones) and must be cleared. Mostly negative inputs make some
+    // kept values ReLU to zero, which stay unmarked.
+    const garbage = (n: number) => gpu.upload(new Uint32Array(n).fill(0xffffffff));
+    const check = async (
+      what: string,
+      rows: number,
+      cols: number,
+      select: (t: Tensor, masks: NonzeroBits) => Tensor,
+      bindingBytes?: number,
+    ) => {
+      const x = randomArray(rows * cols, rows + cols, -2, 1);
+      const masks = {
+        rowBits: garbage(rows * Math.ceil(cols / 32)),
+        colBits: garbage(cols * Math.ceil(rows / 32)),
+      };
+      gpu.maxBindingOverride = bindingBytes;
+      let out: Float32Array, rowBits: Float32Array, colBits: Float32Array;
+      try {
+        const t = select(gpu.upload(x, [rows, cols]), masks);
+        [out, rowBits, colBits] = await gpu.readMany([t, masks.rowBits, masks.colBits]);
+      } finally {
+        gpu.maxBindingOverride = undefined;
+      }
+      const [wantRows, wantCols] = nonzeroMasks(out, rows, cols);
+      const words = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
+      deepStrictEqual(words(rowBits), wantRows, `${what}: row masks`);
+      deepStrictEqual(words(colBits), wantCols, `${what}: column masks`);
+      if (what !== "k 0" && !wantRows.some((w) => w !== 0)) throw new Error(`${what}: none kept`);
+    };
+    await check("radix staged", 17, 5000, (t, m) => topkPerRow(t, 64, "radix", m));
+    await check("scan", 17, 5000, (t, m) => topkPerRow(t, 64, "scan", m));
+    await check("radix, odd rows", 33, 4099, (t, m) => topkPerRow(t, 20, "radix", m));
+    await check("radix over the row", 40, 300, (t, m) => topkPerRow(t, 250, "radix", m));
+    await check("radix in chunks", 40, 300, (t, m) => topkPerRow(t, 100, "radix", m), 4096);
+    await check("k 0", 3, 40, (t, m) => topkPerRow(t, 0, undefined, m));
+    await check("batch staged", 32, 128, (t, m) => topkOverBatch(t, 208, m));
+    await check("batch, odd size", 7, 3001, (t, m) => topkOverBatch(t, 500, m));
+    await check("batch in chunks", 64, 64, (t, m) => topkOverBatch(t, 1500, m), 4096);
   },
 );

@@ -10,6 +10,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
+import { fillNonzeroBits, type NonzeroBits } from "./sparse.ts";
 import { rowsStageable, stagedRowRuns, unusedTexels, wholeTexels } from "./staging.ts";
 
 /** Values each histogram workgroup counts (256 invocations, QUADS quads each). */
@@ -59,6 +60,56 @@ interface SelectOptions {
   kLimit?: Tensor;
   /** Select only when the gate opens (decided on the GPU); the output is unwritten otherwise. */
   gate?: Gate;
+  /** Also fill these masks with the result's nonzeros (`compressSelection` takes them). */
+  masks?: NonzeroBits;
+}
+
+/** Uniform fields of topk_select.wgsl's `Params` (topk_scan.wgsl reads the first six). */
+interface SelectFields {
+  segments: number;
+  segLen: number;
+  k: number;
+  pass?: number;
+  offset?: number;
+  index0?: number;
+  stage0?: number;
+  sliceLen?: number;
+  maskRow0?: number;
+  maskRows?: number;
+  maskCols?: number;
+}
+
+function selectParams(f: SelectFields): ArrayBuffer {
+  return params([
+    f.segments,
+    f.segLen,
+    f.k,
+    f.pass ?? 0,
+    f.offset ?? 0,
+    f.index0 ?? 0,
+    f.stage0 ?? 0,
+    f.sliceLen ?? 0,
+    f.maskRow0 ?? 0,
+    f.maskRows ?? 0,
+    f.maskCols ?? 0,
+  ]);
+}
+
+/**
+ * The mask bindings (8, 9) of select_rows and apply, cleared when given (the kernels OR into
+ * them), and the fields that describe the whole matrix. Without masks the dispatch's own output
+ * (writable already; a read-only binding may not share a buffer with a writable one) stands in.
+ */
+function maskBindings(values: Tensor, masks: NonzeroBits | undefined) {
+  const gpu = values.gpu;
+  if (masks) {
+    gpu.clear(masks.rowBits);
+    gpu.clear(masks.colBits);
+  }
+  return {
+    bindings: (out: Binding) => masks ? [masks.rowBits, masks.colBits] : [out, out],
+    fields: { maskRows: values.rows, maskCols: values.cols },
+  };
 }
 
 function checkK(k: number, segLen: number): void {
@@ -75,8 +126,17 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   const gpu = values.gpu;
   const [rows, segLen] = [values.rows, values.cols];
   checkK(k, segLen);
-  if (k === 0) return gpu.zeros(values.shape);
+  if (k === 0) {
+    maskBindings(values, options.masks);
+    return gpu.zeros(values.shape);
+  }
   const method = options.method ?? rowSelectMethod(k, segLen);
+  if (method === "scan" && options.masks) {
+    // The register-list kernel writes no masks: they come from a pass over its result.
+    const out = selectRows(values, k, { ...options, masks: undefined });
+    fillNonzeroBits(out, options.masks);
+    return out;
+  }
   // The radix kernel reads rows from staging textures where they are whole texels and the
   // tensors fit one binding (the dispatches then address rows from the start of the tensor).
   const staged = method === "radix" && rowsStageable(values) &&
@@ -85,6 +145,7 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
     ? scanKernel(values, k, options)
     : radixKernel(values, k, options, staged);
   const kLimit = options.kLimit ?? gpu.unusedBinding;
+  const masks = maskBindings(values, options.masks);
   const dispatch = (bindings: (Binding | undefined)[], count: number, uniforms: ArrayBuffer) => {
     const grid = grid1d(Math.ceil(count / rowsPerWorkgroup) * 256); // grid1d counts 256 per group
     gpu.dispatch(kernel, bindings, gatedIf(options.gate, grid), uniforms);
@@ -92,17 +153,38 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   if (staged) {
     for (const { row0, rows: count, texels } of stagedRowRuns(values)) {
       const start = row0 * segLen;
-      const uniforms = params([count, segLen, k, 0, start, 0, start]);
-      dispatch([values, undefined, undefined, out, kLimit, texels], count, uniforms);
+      const uniforms = selectParams({
+        segments: count,
+        segLen,
+        k,
+        offset: start,
+        stage0: start,
+        maskRow0: row0,
+        ...masks.fields,
+      });
+      dispatch(
+        [values, undefined, undefined, out, kLimit, texels, undefined, ...masks.bindings(out)],
+        count,
+        uniforms,
+      );
     }
     return out;
   }
-  // Big matrices go in chunks of whole rows. The scan kernel declares no texture.
-  const texels = method === "radix" ? unusedTexels(gpu) : undefined;
+  // Big matrices go in chunks of whole rows. The scan kernel declares no texture or masks.
+  const radix = method === "radix";
   for (const c of chunks(gpu, rows, segLen)) {
-    const uniforms = params([c.count, segLen, k, 0, c.shift, 0, 0]);
+    const uniforms = selectParams({
+      segments: c.count,
+      segLen,
+      k,
+      offset: c.shift,
+      maskRow0: c.first,
+      ...masks.fields,
+    });
+    const outChunk = bind(out, c);
+    const extra = radix ? [unusedTexels(gpu), undefined, ...masks.bindings(outChunk)] : [];
     dispatch(
-      [bind(values, c), undefined, undefined, bind(out, c), kLimit, texels],
+      [bind(values, c), undefined, undefined, outChunk, kLimit, ...extra],
       c.count,
       uniforms,
     );
@@ -130,6 +212,7 @@ function radixKernel(
     RELU_OUTPUT: options.raw ? 0 : 1,
     PREFILTER: prefilter ? 1 : 0,
     CHUNKS: prefilterChunks(k),
+    MASKS: options.masks ? 1 : 0,
   };
   return {
     kernel: gpu.kernel("topk_select", wgsl("topk_select"), "select_rows", constants),
@@ -159,9 +242,10 @@ function scanKernel(values: Tensor, k: number, options: SelectOptions): RowSelec
  * The `count` largest values of the whole tensor: radix passes over element chunks with a global
  * histogram (the chunks just add into it), then the apply pass.
  */
-function selectBatch(values: Tensor, count: number): Tensor {
+function selectBatch(values: Tensor, count: number, masks?: NonzeroBits): Tensor {
   const gpu = values.gpu;
   checkK(count, values.size);
+  const maskInfo = maskBindings(values, masks);
   if (count === 0) return gpu.zeros(values.shape);
   const out = gpu.empty(values.shape);
   const elementChunks = chunks(gpu, values.size);
@@ -169,13 +253,29 @@ function selectBatch(values: Tensor, count: number): Tensor {
   const texels = elementChunks.length === 1 ? wholeTexels(values, "topk batch") : null;
   const bound = texels ? sliceMaximaBound(values, count, texels) : null;
   const state = batchState(values, count, { texels, bound, ties: true });
-  const constants = { RELU_OUTPUT: 1, STAGED: texels ? 1 : 0 };
+  const constants = { RELU_OUTPUT: 1, STAGED: texels ? 1 : 0, MASKS: masks ? 1 : 0 };
   for (const c of elementChunks) {
     gpu.dispatch(
       gpu.kernel("topk_select", wgsl("topk_select"), "apply", constants),
-      [bind(values, c), undefined, state, bind(out, c), undefined, texels ?? unusedTexels(gpu)],
+      [
+        bind(values, c),
+        undefined,
+        state,
+        bind(out, c),
+        undefined,
+        texels ?? unusedTexels(gpu),
+        undefined,
+        ...maskInfo.bindings(bind(out, c)),
+      ],
       grid1d(Math.ceil(c.count / 4)), // a quad per invocation
-      params([1, c.count, count, 0, c.shift, c.first, 0, 0]),
+      selectParams({
+        segments: 1,
+        segLen: c.count,
+        k: count,
+        offset: c.shift,
+        index0: c.first,
+        ...maskInfo.fields,
+      }),
     );
   }
   bound?.dispose();
@@ -202,7 +302,7 @@ function batchState(
     gpu.kernel("topk_select", code, "init"),
     [undefined, hist, state, undefined, gpu.unusedBinding],
     [1],
-    params([1, values.size, count, 0, 0, 0, 0, 0]),
+    selectParams({ segments: 1, segLen: values.size, k: count }),
   );
   // Passes 0-3 find the k-th value; 4-7 break ties with it by index (no work without ties).
   for (let pass = 0; pass < (ties ? 8 : 4); pass++) {
@@ -219,14 +319,21 @@ function batchState(
           bound ?? gpu.unusedBinding,
         ],
         [groups(c.count, ITEMS_PER_WORKGROUP), 1],
-        params([1, c.count, count, pass, c.shift, c.first, 0, 0]),
+        selectParams({
+          segments: 1,
+          segLen: c.count,
+          k: count,
+          pass,
+          offset: c.shift,
+          index0: c.first,
+        }),
       );
     }
     gpu.dispatch(
       gpu.kernel("topk_select", code, "choose"),
       [undefined, hist, state],
       [1],
-      params([1, values.size, count, pass, 0, 0, 0, 0]),
+      selectParams({ segments: 1, segLen: values.size, k: count, pass }),
     );
   }
   hist.dispose();
@@ -249,7 +356,7 @@ function sliceMaximaBound(values: Tensor, count: number, texels: GPUTextureView)
     gpu.kernel("topk_select", wgsl("topk_select"), "slice_maxima", { STAGED: 1 }),
     [values, undefined, undefined, maxima, undefined, texels],
     grid1d(maxima.size),
-    params([1, values.size, count, 0, 0, 0, 0, sliceLen]),
+    selectParams({ segments: 1, segLen: values.size, k: count, sliceLen }),
   );
   const maximaTexels = wholeTexels(maxima, "topk maxima");
   const bound = batchState(maxima, count, { texels: maximaTexels, bound: null, ties: false });
@@ -259,10 +366,16 @@ function sliceMaximaBound(values: Tensor, count: number, texels: GPUTextureView)
 
 /**
  * ReLU of each row's k largest values; zeros elsewhere (SAELens TopK: top-k, then ReLU).
- * `method` overrides the per-row method (both give the same result).
+ * `method` overrides the per-row method (both give the same result). `masks` are filled with
+ * the result's nonzeros, for `compressSelection`.
  */
-export function topkPerRow(hiddenPre: Tensor, k: number, method?: RowSelectMethod): Tensor {
-  return selectRows(hiddenPre, k, { method });
+export function topkPerRow(
+  hiddenPre: Tensor,
+  k: number,
+  method?: RowSelectMethod,
+  masks?: NonzeroBits,
+): Tensor {
+  return selectRows(hiddenPre, k, { method, masks });
 }
 
 /**
@@ -293,7 +406,10 @@ export function topkPerRowRaw(
   return selectRows(values, k, { raw: true, kLimit, method });
 }
 
-/** The `count` largest values of the whole tensor (ReLU'd), zeros elsewhere (BatchTopK). */
-export function topkOverBatch(values: Tensor, count: number): Tensor {
-  return selectBatch(values, count);
+/**
+ * The `count` largest values of the whole tensor (ReLU'd), zeros elsewhere (BatchTopK). `masks`
+ * are filled with the result's nonzeros, as [rows, cols], for `compressSelection`.
+ */
+export function topkOverBatch(values: Tensor, count: number, masks?: NonzeroBits): Tensor {
+  return selectBatch(values, count, masks);
 }

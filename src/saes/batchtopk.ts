@@ -32,8 +32,8 @@ export function batchTopKSelect(
 ): TopKFamilyHooks {
   const count = Math.floor(cfg.k * step.batch);
   return {
-    select: (hiddenPre) => {
-      const acts = topkOverBatch(unary("relu", hiddenPre), count);
+    select: (hiddenPre, masks) => {
+      const acts = topkOverBatch(unary("relu", hiddenPre), count, masks);
       updateTopkThreshold(acts, threshold, cfg.topk_threshold_lr);
       return acts;
     },

@@ -7,7 +7,12 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "../kernels/elementwise.ts";
 import { reduceCols } from "../kernels/reduce.ts";
-import { MAX_TERMS, sparseDecodePrefixes } from "../kernels/sparse.ts";
+import {
+  emptyNonzeroBits,
+  MAX_TERMS,
+  type NonzeroBits,
+  sparseDecodePrefixes,
+} from "../kernels/sparse.ts";
 import { topkPerRow } from "../kernels/topk.ts";
 import { type AuxKInputs, denseAuxK, sparseAuxK } from "./auxk.ts";
 import type { Architecture, InferenceSae } from "./architecture.ts";
@@ -22,8 +27,11 @@ export interface TopKFamilyConfig extends StepConfig {
 
 /** What a TopK-family architecture supplies to `trainTopKFamily`. */
 export interface TopKFamilyHooks {
-  /** Feature activations from the (rescaled) pre-activations. */
-  select(hiddenPre: Tensor): Tensor;
+  /**
+   * Feature activations from the (rescaled) pre-activations; with `masks`, also the masks of
+   * their nonzeros, which the sparse step compresses from instead of reading them again.
+   */
+  select(hiddenPre: Tensor, masks?: NonzeroBits): Tensor;
   /** Most nonzeros `select` returns (it keeps exactly k per segment); sizes sparse lists. */
   capacity: number;
   /**
@@ -42,16 +50,19 @@ export function trainTopKFamily(
   const norms = cfg.rescale_acts_by_decoder_norm ? step.decoderRowNorms : undefined;
   const linear = step.encodeLinear(step.params.b_enc);
   const hiddenPre = norms ? binary("mul", linear, norms, "perCol") : linear;
-  const featureActs = hooks.select(hiddenPre);
   const terms = 1 + (hooks.prefixWidths?.length ?? 0);
   const sparse = step.useSparse({ reluActivations: false, possible: terms <= MAX_TERMS, terms });
+  const masks = sparse ? emptyNonzeroBits(step.x.gpu, step.batch, cfg.d_sae) : undefined;
+  const featureActs = hooks.select(hiddenPre, masks);
   const forward = sparse ? sparseTopKFamily : denseTopKFamily;
-  const saeOut = forward(step, cfg, hooks, { linear, hiddenPre, featureActs, norms });
+  const saeOut = forward(step, cfg, hooks, { linear, hiddenPre, featureActs, norms, masks });
   return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
 }
 
 interface Encoded extends AuxKInputs {
   featureActs: Tensor;
+  /** The masks of featureActs' nonzeros, made by the selection (sparse step only). */
+  masks?: NonzeroBits;
 }
 
 /** The dense step: decoding and every gradient as GEMMs over [batch, d_sae]. Returns sae_out. */
@@ -127,11 +138,11 @@ function sparseTopKFamily(
   step: TrainStep,
   cfg: TopKFamilyConfig,
   hooks: TopKFamilyHooks,
-  { linear, hiddenPre, featureActs, norms }: Encoded,
+  { linear, hiddenPre, featureActs, norms, masks }: Encoded,
 ): Tensor {
   const gpu = featureActs.gpu;
   const wDec = step.params.W_dec;
-  const acts = step.compressFeatures(featureActs, hooks.capacity);
+  const acts = step.compressFeatures(featureActs, hooks.capacity, masks);
   const prefixWidths = hooks.prefixWidths ?? [];
   // Every decoder term (the full width, then Matryoshka's prefixes) in one walk over the lists.
   const [product, ...prefixProducts] = sparseDecodePrefixes(acts, wDec, {
@@ -181,7 +192,7 @@ export const topk: Architecture<TopKFamilyConfig> = {
   coefficients: () => ({}),
   trainForward: (step, cfg) =>
     trainTopKFamily(step, cfg, {
-      select: (h) => topkPerRow(h, cfg.k),
+      select: (h, masks) => topkPerRow(h, cfg.k, undefined, masks),
       capacity: step.batch * cfg.k,
     }),
   toInference: (cfg, params) => ({
