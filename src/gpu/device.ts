@@ -144,7 +144,6 @@ export class Gpu {
     return [i.vendor, i.architecture, i.device, i.description].filter((s) => s).join(" / ");
   }
 
-  /** Compiles (once) and returns the pipeline for `entryPoint` of a WGSL source. */
   /**
    * Texels per row of flat staging textures (src/kernels/staging.ts): the widest side whose rows
    * are a multiple of 256 bytes (buffer-to-texture copies need that) and which is neither a power
@@ -154,6 +153,7 @@ export class Gpu {
     return this.limits.maxTextureDimension2D - 16;
   }
 
+  /** Compiles (once) and returns the pipeline for `entryPoint` of a WGSL source. */
   kernel(
     label: string,
     code: string,

@@ -21,6 +21,7 @@ const ITEMS_PER_WORKGROUP = 256 * 64;
  * it saves (AuxK's 1536 dead slots with k 384, 1024 rows: 97 ms with it, 76 without).
  */
 const PREFILTER_MAX_K = 1024;
+const PREFILTER_MIN_LEN = 4096;
 /** select_rows' ROW_WG. */
 const ROW_INVOCATIONS = 64;
 
@@ -29,7 +30,6 @@ function prefilterChunks(k: number): number {
   const wanted = Math.ceil((2 * k) / ROW_INVOCATIONS);
   return Math.min(16, 2 ** Math.ceil(Math.log2(Math.max(wanted, 1))));
 }
-const PREFILTER_MIN_LEN = 4096;
 /** Register-list lengths of `select_rows_scan` (topk_scan.wgsl), one pipeline each. */
 const SCAN_LENGTHS = [8, 16, 32, 64];
 /** ROWS_PER_WORKGROUP in topk_scan.wgsl. */
