@@ -244,7 +244,7 @@ Deno.test(
         deadMask: gpu.zeros([dSae]),
       };
       const a = gpu.upload(acts, [rows, dSae]);
-      updateFeatureCounters(a, counters, 3, reset);
+      updateFeatureCounters({ featureActs: a }, counters, 3, reset);
       const stats = rowStatistics(
         gpu.upload(x, [rows, dIn]),
         gpu.upload(out, [rows, dIn]),

@@ -59,7 +59,8 @@ Deno.test(
       };
       const dense = gpu.upload(acts, [rows, dSae]);
       const offsets = fromLists ? compressSelection(dense).byLatent.offsets : undefined;
-      updateFeatureCounters(dense, counters, window, reset, offsets);
+      const source = offsets ? { latentOffsets: offsets } : { featureActs: dense };
+      updateFeatureCounters(source, counters, window, reset);
       const [freq, since, dead] = await gpu.readMany([
         counters.actFreqScores,
         counters.passesSinceFired,

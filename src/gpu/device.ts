@@ -433,6 +433,10 @@ function collectTensors(value: unknown, into: Set<Tensor>): void {
   else if (
     value && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype
   ) {
-    Object.values(value).forEach((v) => collectTensors(v, into));
+    // Getters are lazy results (a tensor made only if read): not evaluated here; what they make
+    // later belongs to the scope that is open then.
+    for (const d of Object.values(Object.getOwnPropertyDescriptors(value))) {
+      if (!d.get) collectTensors(d.value, into);
+    }
   }
 }

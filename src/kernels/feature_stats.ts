@@ -18,30 +18,31 @@ export interface FeatureCounters {
 }
 
 /**
- * One step of bookkeeping from the step's feature activations [B, d_sae]: counts firing rows
- * into actFreqScores (zeroed first when `reset`), resets or increments passesSinceFired and
- * recomputes deadMask. One dispatch. With `latentOffsets` (the offsets of featureActs's latent
- * lists, [d_sae + 1] u32, from a sparse step) the counts come from them instead of featureActs.
+ * One step of bookkeeping from the step's feature activations [B, d_sae] (`featureActs`), or from
+ * the offsets of their latent lists ([d_sae + 1] u32, from a sparse step: `latentOffsets`):
+ * counts firing rows into actFreqScores (zeroed first when `reset`), resets or increments
+ * passesSinceFired and recomputes deadMask. One dispatch.
  */
 export function updateFeatureCounters(
-  featureActs: Tensor,
+  source: { featureActs: Tensor } | { latentOffsets: Tensor },
   counters: FeatureCounters,
   deadFeatureWindow: number,
   reset: boolean,
-  latentOffsets?: Tensor,
 ): void {
-  const gpu = featureActs.gpu;
   const { actFreqScores, passesSinceFired, deadMask } = counters;
-  if (latentOffsets) {
+  const gpu = deadMask.gpu;
+  if ("latentOffsets" in source) {
+    const dSae = deadMask.size;
     gpu.dispatch(
       gpu.kernel("feature_stats", wgsl("feature_stats"), "update_from_lists"),
       // Bindings 2-4 are the counters, 10 the offsets (feature_stats.wgsl).
-      [undefined, actFreqScores, passesSinceFired, deadMask, ...new Array(5), latentOffsets],
-      [groups(featureActs.cols, 256)],
-      params([0, featureActs.cols, 0, reset ? 1 : 0, 0, 0, 0, 0], [deadFeatureWindow, 0, 0, 0]),
+      [undefined, actFreqScores, passesSinceFired, deadMask, ...new Array(5), source.latentOffsets],
+      [groups(dSae, 256)],
+      params([0, dSae, 0, reset ? 1 : 0, 0, 0, 0, 0], [deadFeatureWindow, 0, 0, 0]),
     );
     return;
   }
+  const { featureActs } = source;
   const kernel = gpu.kernel("feature_stats", wgsl("feature_stats"), "update");
   // Big activations go in chunks of whole rows; chunks after the first continue the counts.
   for (const c of chunks(gpu, featureActs.rows, featureActs.cols)) {

@@ -39,11 +39,14 @@ export const standard: Architecture<StandardConfig> = {
       ? emptyNonzeroBits(step.x.gpu, batch, cfg.d_sae)
       : undefined;
     const hiddenPre = step.encodeLinear(params.b_enc, params.W_enc, masks);
-    const featureActs = unary("relu", hiddenPre);
+    // The sparse step works from the lists, so the dense ReLU (a pass over [batch, d_sae]) runs
+    // only where something reads it: the dense step, an Lp penalty with p ≠ 1, logged metrics.
+    let featureActs: Tensor | undefined;
+    const relu = () => featureActs ??= unary("relu", hiddenPre);
     const acts = masks ? step.compressFeatures(hiddenPre, undefined, masks) : undefined;
-    const { out: saeOut, decoded } = acts
-      ? { out: step.decodeOutput(sparseDecode(acts, params.W_dec)), decoded: featureActs }
-      : step.decode(featureActs);
+    const saeOut = acts
+      ? step.decodeOutput(sparseDecode(acts, params.W_dec))
+      : step.decode(relu()).out;
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 
     // l1_loss = coeff · mean_rows(‖f ⊙ ‖W_dec‖‖_p); its gradient w.r.t. f. With p = 1 and f ≥ 0
@@ -52,7 +55,7 @@ export const standard: Architecture<StandardConfig> = {
     const scale = step.input.coefficients.l1 / batch;
     const dL1 = acts && cfg.lp_norm === 1
       ? step.decoderWeightedL1(latentSums(acts), scale)
-      : lpPenalty(step, featureActs, cfg.lp_norm, scale);
+      : lpPenalty(step, relu(), cfg.lp_norm, scale);
 
     if (acts) {
       const dBEnc = step.x.gpu.zeros([cfg.d_sae]);
@@ -64,11 +67,20 @@ export const standard: Architecture<StandardConfig> = {
       );
       step.encoderBiasBackward(dBEnc, "b_enc");
     } else {
-      const dActs = step.decoderBackward(decoded, dOut);
+      const dActs = step.decoderBackward(relu(), dOut);
       binary("add", dActs, dL1, "full", { out: dActs });
       step.encoderBackward(binary("maskGreater", dActs, hiddenPre, "full", { alpha: 0 }), "b_enc");
     }
-    return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
+    // Made already (dense step), the activations are a plain output, kept with the step's
+    // results; else a getter (Gpu.scope leaves getters alone), made in whatever scope reads it.
+    if (featureActs) return { hidden_pre: hiddenPre, feature_acts: featureActs, sae_out: saeOut };
+    return {
+      hidden_pre: hiddenPre,
+      get feature_acts() {
+        return relu();
+      },
+      sae_out: saeOut,
+    };
   },
 
   toInference: (cfg, params) => ({

@@ -71,10 +71,14 @@ export class TrainingSae<C extends StepConfig = StepConfig> {
         coefficients,
         measured: this.measured,
       });
-      const outputs = {
-        ...step.normalization.outputs,
-        ...this.arch.trainForward(step, this.cfg, this.state),
-      };
+      // Merged by descriptor: a lazy output (a getter) stays lazy.
+      const outputs = Object.defineProperties(
+        {},
+        {
+          ...Object.getOwnPropertyDescriptors(step.normalization.outputs),
+          ...Object.getOwnPropertyDescriptors(this.arch.trainForward(step, this.cfg, this.state)),
+        },
+      ) as StepOutputs;
       step.finish();
       return {
         outputs,

@@ -115,12 +115,14 @@ export class Trainer {
     this.gpu.scope(() => {
       const result = this.sae.forwardBackward(x, this.counters.deadMask, coefficients);
       const metrics = options.log ? this.beginMetrics(result) : undefined;
+      // A sparse step's lists count firing latents without the dense activations.
       updateFeatureCounters(
-        result.outputs.feature_acts,
+        result.latentOffsets
+          ? { latentOffsets: result.latentOffsets }
+          : { featureActs: result.outputs.feature_acts },
         this.counters,
         this.cfg.dead_feature_window,
         reset,
-        result.latentOffsets,
       );
       const clip = this.sae.clip(result.grads);
       if (metrics) {
