@@ -47,3 +47,25 @@ export function assertClose(
     }
   }
 }
+
+/**
+ * Host bit masks of a [rows, cols] matrix's entries that pass `set`, in compress_bits' layout
+ * (kernels/sparse.wgsl): row words, then column words.
+ */
+export function bitMasks(
+  x: Float32Array,
+  rows: number,
+  cols: number,
+  set: (v: number) => boolean,
+): [Uint32Array, Uint32Array] {
+  const rowWords = Math.ceil(cols / 32), colWords = Math.ceil(rows / 32);
+  const rowBits = new Uint32Array(rows * rowWords), colBits = new Uint32Array(cols * colWords);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      if (!set(x[r * cols + c])) continue;
+      rowBits[r * rowWords + (c >> 5)] |= 1 << (c & 31);
+      colBits[c * colWords + (r >> 5)] |= 1 << (r & 31);
+    }
+  }
+  return [rowBits, colBits];
+}

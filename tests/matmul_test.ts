@@ -2,7 +2,7 @@ import { matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.
 import { binary } from "../src/kernels/elementwise.ts";
 import { unrollWgsl, wgsl } from "../src/kernels/source.ts";
 import { deepStrictEqual } from "node:assert/strict";
-import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
+import { assertClose, bitMasks, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Plain-TypeScript reference: f32 rounding after every multiply and add, k ascending. */
 function referenceMatmul(
@@ -126,20 +126,6 @@ Deno.test(
   },
 );
 
-/** Host masks of C's positive entries in compress_bits' layout (row words, then column words). */
-function positiveMasks(c: Float32Array, M: number, N: number): [Uint32Array, Uint32Array] {
-  const rowWords = Math.ceil(N / 32), colWords = Math.ceil(M / 32);
-  const rowBits = new Uint32Array(M * rowWords), colBits = new Uint32Array(N * colWords);
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      if (!(c[m * N + n] > 0)) continue;
-      rowBits[m * rowWords + (n >> 5)] |= 1 << (n & 31);
-      colBits[n * colWords + (m >> 5)] |= 1 << (m & 31);
-    }
-  }
-  return [rowBits, colBits];
-}
-
 Deno.test(
   "matmul's positive masks match the product it stored, on either path and over split blocks",
   gpuTest,
@@ -164,7 +150,7 @@ Deno.test(
       };
       const c = matmulWith(a, b, { bias, positiveMasks: masks }, internals);
       const [product, rowBits, colBits] = await gpu.readMany([c, masks.rowBits, masks.colBits]);
-      const [expectedRows, expectedCols] = positiveMasks(product, M, N);
+      const [expectedRows, expectedCols] = bitMasks(product, M, N, (v) => v > 0);
       const what = `${JSON.stringify(internals)} ${M}x${N}x${K}`;
       const words = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
       deepStrictEqual(words(rowBits), expectedRows, `${what} row masks`);

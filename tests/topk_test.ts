@@ -8,7 +8,7 @@ import {
 import type { NonzeroBits } from "../src/kernels/sparse.ts";
 import type { Tensor } from "../src/gpu/tensor.ts";
 import { deepStrictEqual } from "node:assert/strict";
-import { assertClose, gpuTest, randomArray, testGpu } from "./helpers.ts";
+import { assertClose, bitMasks, gpuTest, randomArray, testGpu } from "./helpers.ts";
 
 /** Per-row selection runs both ways where k allows the scan (k <= 64), the default otherwise. */
 const methodsFor = (k: number): (RowSelectMethod | undefined)[] =>
@@ -238,20 +238,6 @@ Deno.test(
   },
 );
 
-/** Host masks of a matrix's nonzeros in compress_bits' layout (row words, then column words). */
-function nonzeroMasks(x: Float32Array, rows: number, cols: number): [Uint32Array, Uint32Array] {
-  const rowWords = Math.ceil(cols / 32), colWords = Math.ceil(rows / 32);
-  const rowBits = new Uint32Array(rows * rowWords), colBits = new Uint32Array(cols * colWords);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
-      if (x[r * cols + c] === 0) continue;
-      rowBits[r * rowWords + (c >> 5)] |= 1 << (c & 31);
-      colBits[c * colWords + (r >> 5)] |= 1 << (r & 31);
-    }
-  }
-  return [rowBits, colBits];
-}
-
 Deno.test(
   "selections fill the masks of their nonzeros: per row (radix staged, from buffers, in chunks; scan) and batch-wide",
   gpuTest,
@@ -280,7 +266,7 @@ Deno.test(
       } finally {
         gpu.maxBindingOverride = undefined;
       }
-      const [wantRows, wantCols] = nonzeroMasks(out, rows, cols);
+      const [wantRows, wantCols] = bitMasks(out, rows, cols, (v) => v !== 0);
       const words = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
       deepStrictEqual(words(rowBits), wantRows, `${what}: row masks`);
       deepStrictEqual(words(colBits), wantCols, `${what}: column masks`);
