@@ -232,7 +232,8 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // CHUNKS slices of its elements, and the k-th largest of those ROW_WG · CHUNKS maxima (its top
 // 16 bits) is at most the row's k-th value (k slices each hold an element at least that large).
 // Elements at or above the bound, usually one to two times k, are gathered into workgroup memory
-// and the radix passes run there. When they do not fit (many equal values) the passes walk the row instead.
+// and the radix passes run there. When they do not fit (many equal values) the passes walk the
+// row instead.
 // Same keys, tie-break and output as the multi-dispatch path above.
 // 64 invocations per row: the passes cost mostly their barriers, which fewer SIMD groups make
 // cheaper (AuxK's [1024, 1984], k 384: 94 -> 70 ms against 256; the reference's [1024, 12288],
