@@ -4,7 +4,7 @@
  * per segment (ties with the k-th value go to the lowest indices), so at most k·segments outputs
  * are nonzero.
  */
-import { type Binding, GpuError, type Kernel } from "../gpu/device.ts";
+import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
 import { bind, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
@@ -95,17 +95,19 @@ function selectParams(f: SelectFields): ArrayBuffer {
   ]);
 }
 
+/** Zeroes masks that select_rows or apply will OR bits into. */
+function clearMasks(gpu: Gpu, masks: NonzeroBits | undefined): void {
+  if (!masks) return;
+  gpu.clear(masks.rowBits);
+  gpu.clear(masks.colBits);
+}
+
 /**
- * The mask bindings (8, 9) of select_rows and apply, cleared when given (the kernels OR into
- * them), and the fields that describe the whole matrix. Without masks the dispatch's own output
- * (writable already; a read-only binding may not share a buffer with a writable one) stands in.
+ * The mask bindings (8, 9) of select_rows and apply, and the fields that describe the whole
+ * matrix. Without masks the dispatch's own output (writable already; a read-only binding may not
+ * share a buffer with a writable one) stands in.
  */
 function maskBindings(values: Tensor, masks: NonzeroBits | undefined) {
-  const gpu = values.gpu;
-  if (masks) {
-    gpu.clear(masks.rowBits);
-    gpu.clear(masks.colBits);
-  }
   return {
     bindings: (out: Binding) => masks ? [masks.rowBits, masks.colBits] : [out, out],
     fields: { maskRows: values.rows, maskCols: values.cols },
@@ -127,7 +129,7 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
   const [rows, segLen] = [values.rows, values.cols];
   checkK(k, segLen);
   if (k === 0) {
-    maskBindings(values, options.masks);
+    clearMasks(gpu, options.masks);
     return gpu.zeros(values.shape);
   }
   const method = options.method ?? rowSelectMethod(k, segLen);
@@ -145,6 +147,7 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
     ? scanKernel(values, k, options)
     : radixKernel(values, k, options, staged);
   const kLimit = options.kLimit ?? gpu.unusedBinding;
+  clearMasks(gpu, options.masks);
   const masks = maskBindings(values, options.masks);
   const dispatch = (bindings: (Binding | undefined)[], count: number, uniforms: ArrayBuffer) => {
     const grid = grid1d(Math.ceil(count / rowsPerWorkgroup) * 256); // grid1d counts 256 per group
@@ -245,8 +248,9 @@ function scanKernel(values: Tensor, k: number, options: SelectOptions): RowSelec
 function selectBatch(values: Tensor, count: number, masks?: NonzeroBits): Tensor {
   const gpu = values.gpu;
   checkK(count, values.size);
-  const maskInfo = maskBindings(values, masks);
+  clearMasks(gpu, masks);
   if (count === 0) return gpu.zeros(values.shape);
+  const maskInfo = maskBindings(values, masks);
   const out = gpu.empty(values.shape);
   const elementChunks = chunks(gpu, values.size);
   // Every pass reads the values: stage them whole, once, where they fit one binding.
