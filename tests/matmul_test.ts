@@ -1,4 +1,4 @@
-import { matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.ts";
+import { type LiveCount, matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.ts";
 import { binary } from "../src/kernels/elementwise.ts";
 import { unrollWgsl, wgsl } from "../src/kernels/source.ts";
 import { deepStrictEqual } from "node:assert/strict";
@@ -208,35 +208,37 @@ Deno.test(
     // skips whole blocks (rows from 64 with 40 live, columns from 96 with 70 live) and depth
     // from 52 with 50 live. Zeros fill the rest past the count, as promised; the skipped parts
     // hold garbage that would show if they were read.
-    const cases = [
-      { dim: "rows", live: 40, zeroA: (m: number) => m >= 40, garbageA: (m: number) => m >= 64 },
-      { dim: "cols", live: 70, zeroB: (n: number) => n >= 70, garbageB: (n: number) => n >= 96 },
-      { dim: "depth", live: 50, zeroK: (k: number) => k >= 50, garbageK: (k: number) => k >= 52 },
-    ] as const;
+    // `along` gives the index of A[r, k] or B[k, c] that runs along the limited dimension.
+    type Along = ((row: number, col: number) => number) | null;
+    const cases: {
+      dim: LiveCount["dim"];
+      live: number;
+      skipFrom: number;
+      alongA: Along;
+      alongB: Along;
+    }[] = [
+      { dim: "rows", live: 40, skipFrom: 64, alongA: (m) => m, alongB: null },
+      { dim: "cols", live: 70, skipFrom: 96, alongA: null, alongB: (_k, n) => n },
+      { dim: "depth", live: 50, skipFrom: 52, alongA: (_m, k) => k, alongB: (k) => k },
+    ];
     const count = gpu.upload(Uint32Array.of(7, 0));
     for (const c of cases) {
-      const a = randomArray(M * K, 41), b = randomArray(K * N, 42);
-      const [aZero, bZero] = [Float32Array.from(a), Float32Array.from(b)];
-      for (let m = 0; m < M; m++) {
-        for (let k = 0; k < K; k++) {
-          const [zero, garbage] = "zeroA" in c
-            ? [c.zeroA(m), c.garbageA(m)]
-            : "zeroK" in c
-            ? [c.zeroK(k), c.garbageK(k)]
-            : [false, false];
-          if (zero) [aZero[m * K + k], a[m * K + k]] = [0, garbage ? 1e30 : 0];
+      // The operand as given (zeros past the count, garbage where the kernel skips) and as the
+      // reference sees it (zeros past the count).
+      const operand = (rows: number, cols: number, seed: number, along: Along) => {
+        const given = randomArray(rows * cols, seed), zeroed = Float32Array.from(given);
+        for (let r = 0; along && r < rows; r++) {
+          for (let col = 0; col < cols; col++) {
+            const i = along(r, col);
+            if (i < c.live) continue;
+            zeroed[r * cols + col] = 0;
+            given[r * cols + col] = i >= c.skipFrom ? 1e30 : 0;
+          }
         }
-      }
-      for (let k = 0; k < K; k++) {
-        for (let n = 0; n < N; n++) {
-          const [zero, garbage] = "zeroB" in c
-            ? [c.zeroB(n), c.garbageB(n)]
-            : "zeroK" in c
-            ? [c.zeroK(k), c.garbageK(k)]
-            : [false, false];
-          if (zero) [bZero[k * N + n], b[k * N + n]] = [0, garbage ? 1e30 : 0];
-        }
-      }
+        return [given, zeroed];
+      };
+      const [a, aZero] = operand(M, K, 41, c.alongA);
+      const [b, bZero] = operand(K, N, 42, c.alongB);
       gpu.write(count, Uint32Array.of(7, c.live));
       const got = await matmulWith(
         gpu.upload(a, [M, K]),
