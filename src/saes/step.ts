@@ -32,6 +32,10 @@ export interface StepConfig {
 /** What a training forward pass reports (SAELens `TrainStepOutput` names). */
 export interface StepOutputs {
   hidden_pre: Tensor;
+  /**
+   * May be a getter that makes it on first read (the standard SAE's sparse step): read it while
+   * the scope holding the step's results is open.
+   */
   feature_acts: Tensor;
   sae_out: Tensor;
   /** Architecture-specific outputs (JumpReLU's `threshold`). */
