@@ -1,4 +1,5 @@
 import { type LiveCount, matmul, type MatmulInternals, matmulWith } from "../src/kernels/matmul.ts";
+import type { Gpu } from "../src/gpu/device.ts";
 import { binary } from "../src/kernels/elementwise.ts";
 import { unrollWgsl, wgsl } from "../src/kernels/source.ts";
 import { deepStrictEqual } from "node:assert/strict";
@@ -142,22 +143,74 @@ Deno.test(
       const a = gpu.upload(randomArray(M * K, 11), [M, K]);
       const b = gpu.upload(randomArray(K * N, 12), [K, N]);
       const bias = gpu.upload(randomArray(N, 13));
-      // Every word must be written: they start as all ones.
-      const garbage = (n: number) => gpu.upload(new Uint32Array(n).fill(0xffffffff));
-      const masks = {
-        rowBits: garbage(M * Math.ceil(N / 32)),
-        colBits: garbage(N * Math.ceil(M / 32)),
-      };
+      const masks = garbageMasks(gpu, M, N);
       const c = matmulWith(a, b, { bias, positiveMasks: masks }, internals);
       const [product, rowBits, colBits] = await gpu.readMany([c, masks.rowBits, masks.colBits]);
-      const [expectedRows, expectedCols] = bitMasks(product, M, N, (v) => v > 0);
+      checkMasks(product, rowBits, colBits, M, N, `${JSON.stringify(internals)} ${M}x${N}x${K}`);
+    }
+  },
+);
+
+/** Mask words for an [M, N] product, all ones: every word the kernel owns must be written. */
+function garbageMasks(gpu: Gpu, M: number, N: number) {
+  const garbage = (n: number) => gpu.upload(new Uint32Array(n).fill(0xffffffff));
+  return { rowBits: garbage(M * Math.ceil(N / 32)), colBits: garbage(N * Math.ceil(M / 32)) };
+}
+
+/** Asserts that the mask words read back are the positive bits of `product`. */
+function checkMasks(
+  product: Float32Array,
+  rowBits: Float32Array,
+  colBits: Float32Array,
+  M: number,
+  N: number,
+  what: string,
+): void {
+  const [expectedRows, expectedCols] = bitMasks(product, M, N, (v) => v > 0);
+  const words = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
+  deepStrictEqual(words(rowBits), expectedRows, `${what} row masks`);
+  deepStrictEqual(words(colBits), expectedCols, `${what} column masks`);
+  if (!expectedRows.some((w) => w !== 0) || expectedRows.every((w) => w === 0xffffffff)) {
+    throw new Error(`${what}: the product should be partly positive`);
+  }
+}
+
+Deno.test(
+  "the tiled kernel on whole 256x256 tiles (unguarded stores): product, alpha and accumulation, bias, masks, K chunks",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const cases: [MatmulInternals, [number, number, number]][] = [
+      [{ path: "tiled" }, [256, 512, 40]],
+      // 298-texel sides: two whole blocks of 256 rows, K in three chunks that accumulate.
+      [{ path: "tiled", maxTextureSide: 300 }, [512, 256, 600]],
+    ];
+    for (const [internals, [M, N, K]] of cases) {
       const what = `${JSON.stringify(internals)} ${M}x${N}x${K}`;
-      const words = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
-      deepStrictEqual(words(rowBits), expectedRows, `${what} row masks`);
-      deepStrictEqual(words(colBits), expectedCols, `${what} column masks`);
-      if (!expectedRows.some((w) => w !== 0) || expectedRows.every((w) => w === 0xffffffff)) {
-        throw new Error(`${what}: the product should be partly positive`);
-      }
+      const [a, b, c0] = [randomArray(M * K, 51), randomArray(K * N, 52), randomArray(M * N, 53)];
+      const [ta, tb] = [gpu.upload(a, [M, K]), gpu.upload(b, [K, N])];
+      const reference = referenceMatmul(a, b, M, N, K, false, false);
+      const product = matmulWith(ta, tb, {}, internals);
+      assertClose(await product.read(), reference, { rtol: 1e-5, atol: 1e-5, what });
+      const target = gpu.upload(c0, [M, N]);
+      matmulWith(ta, tb, { alpha: -0.5, accumulateInto: target }, internals);
+      assertClose(await target.read(), reference.map((v, i) => c0[i] - 0.5 * v), {
+        rtol: 1e-5,
+        atol: 1e-5,
+        what: `${what} accumulated`,
+      });
+      const bias = gpu.upload(randomArray(N, 54));
+      const masks = garbageMasks(gpu, M, N);
+      const fused = matmulWith(ta, tb, { bias, positiveMasks: masks }, internals);
+      const twoPass = binary("add", product, bias, "perCol");
+      const [withBias, added, rowBits, colBits] = await gpu.readMany([
+        fused,
+        twoPass,
+        masks.rowBits,
+        masks.colBits,
+      ]);
+      assertClose(withBias, added, { rtol: 0, atol: 0, what: `${what} bias` });
+      checkMasks(withBias, rowBits, colBits, M, N, what);
     }
   },
 );

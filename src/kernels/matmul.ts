@@ -202,9 +202,16 @@ function tiledMatmul(
     if (mBlock < 1) throw new GpuError(`matmul: ${align} rows of C exceed a binding`);
   }
   const pack = gpu.kernel("matmul", wgsl("matmul"), "pack");
-  // Accumulation is a uniform, not an override: each variant of this kernel is another long
-  // compile.
-  const tiled = gpu.kernel("matmul", wgsl("matmul"), "tiled");
+  // Blocks of whole tiles store without bounds checks (WHOLE_TILES in matmul.wgsl), with
+  // accumulation compiled in; partial blocks take the guarded variant, whose accumulation is a
+  // uniform because each variant of it is another long compile.
+  const tiledFor = (mc: number, nc: number, accumulate: boolean) =>
+    mc % TILE === 0 && nc % TILE === 0
+      ? gpu.kernel("matmul", wgsl("matmul"), "tiled", {
+        WHOLE_TILES: 1,
+        ACCUMULATE: accumulate ? 1 : 0,
+      })
+      : gpu.kernel("matmul", wgsl("matmul"), "tiled");
   for (let k0 = 0; k0 < p.K; k0 += kChunk) {
     const kc = Math.min(kChunk, p.K - k0);
     const accumulate = p.accumulate || k0 > 0;
@@ -240,7 +247,7 @@ function tiledMatmul(
           : [cWindow, cWindow];
         record(
           gpu,
-          tiled,
+          tiledFor(mc, nc, accumulate),
           [
             { binding: 1, resource: aTexture.createView() },
             { binding: 2, resource: bTexture.createView() },
