@@ -9,7 +9,7 @@ import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 import { wholeTexels } from "./staging.ts";
-import { packedTexture, texelRows } from "./texture_pack.ts";
+import { packedTexture, type StagedRows, tensorOf, texelRows } from "./texture_pack.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
 export interface SparseLists {
@@ -276,7 +276,7 @@ export function latentSums(acts: SparseActs): Tensor {
 /** acts · W_dec over the row lists ([rows, d_in], no bias), latents below `width` only. */
 export function sparseDecode(
   acts: SparseActs,
-  wDec: Tensor,
+  wDec: Tensor | StagedRows,
   options: { norms?: Tensor; width?: number } = {},
 ): Tensor {
   return sparseDecodePrefixes(acts, wDec, {
@@ -292,11 +292,10 @@ export function sparseDecode(
  */
 export function sparseDecodePrefixes(
   acts: SparseActs,
-  wDec: Tensor,
+  wDec: Tensor | StagedRows,
   { norms, widths }: { norms?: Tensor; widths: readonly number[] },
 ): Tensor[] {
-  const gpu = wDec.gpu;
-  const dIn = wDec.cols;
+  const { gpu, cols: dIn } = tensorOf(wDec);
   const bounds = bandBounds(widths);
   const out = gpu.empty([bounds.length * acts.rows, dIn]);
   const kernel = gpu.kernel("sparse", wgsl("sparse"), "decode", { RESCALE: norms ? 1 : 0 });
@@ -327,9 +326,9 @@ export function sparseDecodePrefixes(
 
 /** What the latent-list backward reads. */
 export interface SparseBackwardInputs {
-  wDec: Tensor;
+  wDec: Tensor | StagedRows;
   /** The encoder input each row saw ([rows, d_in]). */
-  saeIn: Tensor;
+  saeIn: Tensor | StagedRows;
   /** Per decoder term, the [rows, d_in] gradient w.r.t. its output (before b_dec). */
   dPre: readonly Tensor[];
   /** Latents below widths[t] feed term t. */
@@ -410,8 +409,7 @@ export function sparseBackward(
   inputs: SparseBackwardInputs,
   outputs: SparseBackwardOutputs,
 ): void {
-  const gpu = inputs.wDec.gpu;
-  const dIn = inputs.wDec.cols;
+  const { gpu, cols: dIn } = tensorOf(inputs.wDec);
   const { bands, bounds } = bandGradients(inputs.dPre, inputs.widths);
   const entriesWidth = gpu.flatWidth;
   const fields = {
@@ -542,7 +540,7 @@ export function entryDotsDense(
     dispatchArgs,
     uniforms({
       widths: bounds,
-      dIn: inputs.wDec.cols,
+      dIn: tensorOf(inputs.wDec).cols,
       dSae: acts.dSae,
       rows: acts.rows,
       capacity: acts.capacity,

@@ -15,11 +15,29 @@ import { groups, params, wgsl } from "./source.ts";
 export const BINDING_ALIGN_BYTES = 256;
 
 /**
+ * A matrix packed once by `texelRows` for several kernels that read it while it is unchanged (a
+ * training step's W_dec: staging it again for each sparse kernel copied 37.7 MB each time at the
+ * reference shape). Its own role keeps other calls from refilling its texture.
+ */
+export class StagedRows {
+  readonly view: GPUTextureView;
+  constructor(readonly tensor: Tensor, role: string) {
+    this.view = texelRows(tensor, role);
+  }
+}
+
+/** The tensor behind a matrix that may come staged. */
+export function tensorOf(t: Tensor | StagedRows): Tensor {
+  return t instanceof StagedRows ? t.tensor : t;
+}
+
+/**
  * A [rows, cols] matrix as a texture of cols/4 texels by rows (`role` names its cached texture:
  * a later call with the same role and shape refills it, which passes running in order make safe).
- * Throws unless cols % 4 == 0 and both sides fit a texture.
+ * Throws unless cols % 4 == 0 and both sides fit a texture. A `StagedRows` gives its view.
  */
-export function texelRows(t: Tensor, role: string): GPUTextureView {
+export function texelRows(t: Tensor | StagedRows, role: string): GPUTextureView {
+  if (t instanceof StagedRows) return t.view;
   const gpu = t.gpu;
   const texture = packedTexture(gpu, role, t.cols / 4, t.rows);
   const pack = gpu.kernel("matmul", wgsl("matmul"), "pack");

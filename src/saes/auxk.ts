@@ -118,7 +118,7 @@ export function sparseAuxK(
       gate,
     );
     rest = compressSelection(selected, step.batch * auxK(cfg), gate);
-    const restProduct = sparseDecode(rest, step.params.W_dec, { norms: inputs.norms });
+    const restProduct = sparseDecode(rest, step.wDecRows, { norms: inputs.norms });
     product = product ? binary("add", product, restProduct) : restProduct;
   }
   const dRecons = auxKLoss(step, cfg, step.decodeOutput(product!), saeOut, nDead);

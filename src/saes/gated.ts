@@ -60,7 +60,7 @@ export const gated: Architecture<GatedConfig> = {
       : undefined;
     const decode = (acts: Tensor, compressed?: SparseActs) =>
       compressed
-        ? step.decodeOutput(sparseDecode(compressed, params.W_dec))
+        ? step.decodeOutput(sparseDecode(compressed, step.wDecRows))
         : step.decode(acts).out;
     const saeOut = decode(featureActs, lists?.acts);
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);

@@ -64,12 +64,12 @@ export const jumprelu: Architecture<JumpReluConfig> = {
     if (forward.support) {
       // Active latents decode; dL/df is needed there and inside the threshold's window.
       const acts = step.compressFeatures(featureActs);
-      saeOut = step.decodeOutput(sparseDecode(acts, params.W_dec));
+      saeOut = step.decodeOutput(sparseDecode(acts, step.wDecRows));
       const dPre = step.decodeOutputBackward(step.squaredErrorLoss("mse_loss", saeOut, step.x));
       grad = step.x.gpu.zeros(hiddenPre.shape);
       const widths = [cfg.d_sae];
       const supportLists = compressSelection(forward.support);
-      entryDotsDense(supportLists, { wDec: params.W_dec, dPre: [dPre], widths }, grad);
+      entryDotsDense(supportLists, { wDec: step.wDecRows, dPre: [dPre], widths }, grad);
       supportRows = supportLists.byLatent;
       finishEncoder = () => {
         const dBEnc = step.x.gpu.zeros([cfg.d_sae]);

@@ -45,7 +45,7 @@ export const standard: Architecture<StandardConfig> = {
     const relu = () => featureActs ??= unary("relu", hiddenPre);
     const acts = masks ? step.compressFeatures(hiddenPre, undefined, masks) : undefined;
     const saeOut = acts
-      ? step.decodeOutput(sparseDecode(acts, params.W_dec))
+      ? step.decodeOutput(sparseDecode(acts, step.wDecRows))
       : step.decode(relu()).out;
     const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
 

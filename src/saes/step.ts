@@ -18,6 +18,7 @@ import {
   sparseFits,
 } from "../kernels/sparse.ts";
 import { matVecInto, reduceAll, reduceCols, reduceRows } from "../kernels/reduce.ts";
+import { StagedRows } from "../kernels/texture_pack.ts";
 import { normalizeInput, type RunTimeNormalization } from "./normalization.ts";
 
 /** The parts of an SAE config the shared step reads. */
@@ -83,6 +84,8 @@ export class TrainStep {
   /** dL/d‖W_dec[j]‖, folded into grads.W_dec by `finish()` once anything has used it. */
   private readonly normGrad: Tensor;
   private normGradUsed = false;
+  private stagedWDec?: StagedRows;
+  private stagedSaeIn?: StagedRows;
   /** feature_acts as lists, when a sparse step built them (`compressFeatures`). */
   featureLists?: SparseActs;
 
@@ -100,6 +103,17 @@ export class TrainStep {
       ? binary("sub", normalized, params.b_dec, "perCol")
       : normalized;
     this.normGrad = gpu.zeros([cfg.d_sae]);
+  }
+
+  /**
+   * W_dec and saeIn as texel rows for the sparse kernels, staged once per step: the forward and
+   * backward read them unchanged (the optimizer comes after).
+   */
+  get wDecRows(): StagedRows {
+    return this.stagedWDec ??= new StagedRows(this.params.W_dec, "step W_dec");
+  }
+  get saeInRows(): StagedRows {
+    return this.stagedSaeIn ??= new StagedRows(this.saeIn, "step saeIn");
   }
 
   /** ‖W_dec[j]‖₂ for each latent, [d_sae]. */
@@ -302,7 +316,7 @@ export class TrainStep {
       first?: boolean;
     },
   ): void {
-    sparseBackward(acts, { ...inputs, wDec: this.params.W_dec, saeIn: this.saeIn }, {
+    sparseBackward(acts, { ...inputs, wDec: this.wDecRows, saeIn: this.saeInRows }, {
       dWDec: this.grads.W_dec,
       dWEnc,
       dBEnc,

@@ -141,7 +141,7 @@ function sparseTopKFamily(
   { linear, hiddenPre, featureActs, norms, masks }: Encoded,
 ): Tensor {
   const gpu = featureActs.gpu;
-  const wDec = step.params.W_dec;
+  const wDec = step.wDecRows;
   const acts = step.compressFeatures(featureActs, hooks.capacity, masks);
   const prefixWidths = hooks.prefixWidths ?? [];
   // Every decoder term (the full width, then Matryoshka's prefixes) in one walk over the lists.
