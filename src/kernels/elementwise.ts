@@ -96,9 +96,10 @@ export function binary(
   if (options.accumulate && (!options.out || inPlace)) {
     throw new GpuError(`binary ${op}: accumulate needs an out tensor other than a`);
   }
-  // Four elements per invocation when every group of four shares its row.
-  // Row and column broadcasts find b's index with `quotient` (kernels/quotient.wgsl).
-  const vec4 = a.size % 4 === 0 &&
+  // Four elements per invocation from staging textures when every group of four shares its row.
+  // Row and column broadcasts find b's index with `quotient` (kernels/quotient.wgsl). Not behind
+  // a gate: the staging copies would run whether it opens or not (AuxK's overflow, mostly shut).
+  const vec4 = !options.gate && a.size % 4 === 0 &&
     (bcast === "full" || bcast === "scalar" || (a.cols % 4 === 0 && a.rows < QUOTIENT_LIMIT));
   const constants = { OP: BINARY_OPS[op], BCAST: BROADCAST[bcast] };
   const alphaBeta = [options.alpha ?? 1, options.beta ?? 1];

@@ -140,8 +140,9 @@ function selectRows(values: Tensor, k: number, options: SelectOptions = {}): Ten
     return out;
   }
   // The radix kernel reads rows from staging textures where they are whole texels and the
-  // tensors fit one binding (the dispatches then address rows from the start of the tensor).
-  const staged = method === "radix" && rowsStageable(values) &&
+  // tensors fit one binding (the dispatches then address rows from the start of the tensor), and
+  // not behind a gate, whose copies would run whether it opens or not.
+  const staged = !options.gate && method === "radix" && rowsStageable(values) &&
     chunks(gpu, rows, segLen).length === 1;
   const { kernel, out, rowsPerWorkgroup } = method === "scan"
     ? scanKernel(values, k, options)
