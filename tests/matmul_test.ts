@@ -176,7 +176,7 @@ function checkMasks(
 }
 
 Deno.test(
-  "the tiled kernel on whole 256x256 tiles (unguarded stores): product, alpha and accumulation, bias, masks, K chunks",
+  "the tiled kernel on whole 256x256 tiles (unguarded stores): product, alpha and accumulation, bias, masks, K chunks, mixed blocks",
   gpuTest,
   async () => {
     const gpu = await testGpu();
@@ -184,6 +184,8 @@ Deno.test(
       [{ path: "tiled" }, [256, 512, 40]],
       // 298-texel sides: two whole blocks of 256 rows, K in three chunks that accumulate.
       [{ path: "tiled", maxTextureSide: 300 }, [512, 256, 600]],
+      // Column blocks of 1024 (whole tiles) and 276 (guarded) in one product.
+      [{ path: "tiled", maxTextureSide: 300 }, [256, 1300, 16]],
     ];
     for (const [internals, [M, N, K]] of cases) {
       const what = `${JSON.stringify(internals)} ${M}x${N}x${K}`;

@@ -185,9 +185,9 @@ function tiledMatmul(
   const side = limits.maxTextureSide - 2;
   // Bp has 4*ceil(k/4) texel rows; Ap has ceil(k/4) texel columns.
   const kChunk = Math.min(p.K, Math.floor(side / 4) * 4);
-  // Mask words must not straddle blocks.
+  // Mask words must not straddle blocks; column blocks of whole tiles store unguarded.
   const align = p.masks ? MASK_WORD : 1;
-  const nBlock = Math.min(p.N, alignDownTo(4 * side, align));
+  const nBlock = Math.min(p.N, alignDownTo(4 * side, 4 * side >= TILE ? TILE : align));
   // A C block of m rows spans (m-1)*N + nBlock elements after its aligned start.
   const rowsPerBinding = Math.floor(
     (limits.maxBinding - BINDING_ALIGN_BYTES - 4 * nBlock) / (4 * p.N),
