@@ -63,9 +63,16 @@ override FLAT_WIDTH: u32;
 @group(0) @binding(23) var<storage, read_write> col_bits: array<u32>;       // [d_sae, col_words]
 // `dense` staged as flat texels (staging.ts: texel t at (t % FLAT_WIDTH, t / FLAT_WIDTH)).
 @group(0) @binding(24) var dense_texels: texture_storage_2d<rgba32float, read>;
+// Per latent, the decoder-norm gradient over the norm (dn_j / ‖W_dec[j]‖) that latent_backward
+// folds into its W_dec row when FOLD_NORMS.
+@group(0) @binding(25) var<storage, read> fold_scale: array<f32>;        // [d_sae]
 
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
+// With OVERWRITE, latent_backward also adds fold_scale[j] · W_dec[j] to row j's gradient (the
+// decoder-norm gradient's share, final before the call): what a separate pass over W_dec would add
+// after it, with the same roundings, without staging W_dec and the gradient again.
+override FOLD_NORMS: bool = false;
 // A gradient w.r.t. the activations from other losses (L1) adds in: dense [rows, d_sae], or
 // one value per latent with EXTRA_PER_LATENT.
 override HAS_EXTRA: bool = false;
@@ -352,11 +359,15 @@ fn entry_texel(e: u32) -> vec2<u32> {
 // OVERWRITE.
 const LATENT_SPAN = 4u;
 
-fn add_latent_grads(j: u32, column: u32, dec: vec4<f32>, enc: vec4<f32>) {
+fn add_latent_grads(j: u32, column: u32, dec: vec4<f32>, enc: vec4<f32>, fold: f32) {
   let d_in4 = p.d_in / 4u;
   let at = 4u * column * p.d_sae + j;
   if (OVERWRITE) {
-    dw_dec4[j * d_in4 + column] = dec;
+    if (FOLD_NORMS) {
+      dw_dec4[j * d_in4 + column] = dec + textureLoad(w_dec, vec2<u32>(column, j)) * fold;
+    } else {
+      dw_dec4[j * d_in4 + column] = dec;
+    }
     dw_enc[at] = enc.x;
     dw_enc[at + p.d_sae] = enc.y;
     dw_enc[at + 2u * p.d_sae] = enc.z;
@@ -384,6 +395,8 @@ fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
   let end = min(offsets[j + 1u], p.capacity);
   // Nothing to add (most latents of the auxiliary selection): skip the scattered W_enc writes.
   if (start >= end && !OVERWRITE) { return; }
+  var fold = 0.0;
+  if (FOLD_NORMS) { fold = fold_scale[j]; }
   // Columns past the row read its last one (valid memory) and are not stored.
   let col_{m} = min(i + {m}u * stride, d_in4 - 1u);  // unroll m<LATENT_SPAN
   var acc_dec_{m} = vec4<f32>();  // unroll m<LATENT_SPAN
@@ -401,7 +414,7 @@ fn latent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     d_bias += grad;
     if (RESCALE) { d_norm += entry.w; }
   }
-  if (i + {m}u * stride < d_in4) { add_latent_grads(j, i + {m}u * stride, acc_dec_{m}, acc_enc_{m}); }  // unroll m<LATENT_SPAN
+  if (i + {m}u * stride < d_in4) { add_latent_grads(j, i + {m}u * stride, acc_dec_{m}, acc_enc_{m}, fold); }  // unroll m<LATENT_SPAN
   if (i == 0u) {
     db_enc[j] += d_bias;
     d_norms[j] += d_norm;

@@ -63,6 +63,7 @@ const BINDINGS = [
   "rowBits",
   "colBits",
   "denseTexels",
+  "foldScale",
 ];
 
 /** The binding list of an entry point: `named` roles at their places, gaps elsewhere. */
@@ -401,6 +402,11 @@ export interface SparseBackwardOutputs {
    * stored, so they must still start zeroed.
    */
   overwrite?: boolean;
+  /**
+   * With `overwrite`: [d_sae] factors s_j, adding s_j · W_dec[j] to each row's gradient (the
+   * decoder-norm gradient dn_j / ‖W_dec[j]‖, when nothing adds to dn after this call).
+   */
+  foldScale?: Tensor;
 }
 
 /** Adds the W_dec, W_enc, b_enc and decoder-norm gradients of the selected entries. */
@@ -449,6 +455,8 @@ export function sparseBackward(
     entriesIn: entries,
     // Read only with HAS_EXTRA.
     extraGrad: inputs.extraGrad ?? gpu.unusedBinding,
+    // Read only with FOLD_NORMS.
+    foldScale: outputs.foldScale ?? gpu.unusedBinding,
     dispatchArgs,
   };
   const bound = (names: string[]) => bindingsOf(Object.fromEntries(names.map((n) => [n, all[n]])));
@@ -477,13 +485,19 @@ export function sparseBackward(
   );
   // Workgroups of 64 invocations per latent, each invocation LATENT_SPAN vec4 columns.
   const slices = groups(Math.ceil(dIn / 4 / LATENT_SPAN), 64);
+  if (outputs.foldScale && !outputs.overwrite) {
+    throw new GpuError("sparseBackward: foldScale needs overwrite (it folds into the stored rows)");
+  }
   gpu.dispatch(
     gpu.kernel("sparse", code, "latent_backward", {
       ...rescale,
       OVERWRITE: outputs.overwrite ? 1 : 0,
+      FOLD_NORMS: outputs.foldScale ? 1 : 0,
     }),
     bound([
       "offsets",
+      "wDec",
+      "foldScale",
       "dPre",
       "saeIn",
       "dWDec",

@@ -75,7 +75,7 @@ export const jumprelu: Architecture<JumpReluConfig> = {
         const dBEnc = step.x.gpu.zeros([cfg.d_sae]);
         // grad now holds dL/dh: the entries' whole gradient, no decoder dot left to add.
         const lists = { dPre: [dPre], widths, linearPre: hiddenPre, extraGrad: grad, dot: false };
-        step.sparseBackward(acts, lists, { dBEnc, first: true });
+        step.sparseBackward(acts, lists, { dBEnc, first: true, foldDecoderNorms: true });
         step.encoderBiasBackward(dBEnc, "b_enc");
       };
     } else {

@@ -63,7 +63,7 @@ export const standard: Architecture<StandardConfig> = {
       step.sparseBackward(
         acts,
         { dPre: [dPre], widths: [cfg.d_sae], linearPre: hiddenPre, extraGrad: dL1 },
-        { dBEnc, first: true },
+        { dBEnc, first: true, foldDecoderNorms: true },
       );
       step.encoderBiasBackward(dBEnc, "b_enc");
     } else {

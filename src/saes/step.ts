@@ -84,6 +84,8 @@ export class TrainStep {
   /** dL/d‖W_dec[j]‖, folded into grads.W_dec by `finish()` once anything has used it. */
   private readonly normGrad: Tensor;
   private normGradUsed = false;
+  /** A sparse backward folded the decoder-norm gradient into W_dec's: finish() has nothing to do. */
+  private normGradFolded = false;
   private stagedWDec?: StagedRows;
   private stagedSaeIn?: StagedRows;
   /** feature_acts as lists, when a sparse step built them (`compressFeatures`). */
@@ -123,6 +125,9 @@ export class TrainStep {
 
   /** dL/d‖W_dec[j]‖ ([d_sae]) to add to; taking it makes `finish()` fold it into W_dec. */
   get decoderNormGrad(): Tensor {
+    if (this.normGradFolded) {
+      throw new Error("TrainStep: the decoder-norm gradient was already folded into W_dec's");
+    }
     this.normGradUsed = true;
     return this.normGrad;
   }
@@ -306,16 +311,22 @@ export class TrainStep {
    * of the entries and their bias share into `dBEnc` (zero-initialised, [d_sae]; pass it to
    * encoderBiasBackward once every selection has added to it). `first`: nothing has reached
    * grads.W_dec or `dWEnc` in this step yet, so their gradients are stored rather than added.
+   * `foldDecoderNorms` (with `first`): the decoder-norm gradient is final, and this call folds it
+   * into the W_dec rows it stores instead of `finish()` doing it in a pass of its own.
    */
   sparseBackward(
     acts: SparseActs,
     inputs: Omit<SparseBackwardInputs, "wDec" | "saeIn">,
-    { dBEnc, dWEnc = this.grads.W_enc, first = false }: {
+    { dBEnc, dWEnc = this.grads.W_enc, first = false, foldDecoderNorms = false }: {
       dBEnc: Tensor;
       dWEnc?: Tensor;
       first?: boolean;
+      foldDecoderNorms?: boolean;
     },
   ): void {
+    // With rescaled activations this call adds to the norms' gradient itself: it is not final.
+    const fold = foldDecoderNorms && !inputs.norms && this.normGradUsed;
+    const foldScale = fold ? this.normFoldScale() : undefined;
     sparseBackward(acts, { ...inputs, wDec: this.wDecRows, saeIn: this.saeInRows }, {
       dWDec: this.grads.W_dec,
       dWEnc,
@@ -323,14 +334,22 @@ export class TrainStep {
       // The kernels add to the norms' gradient only when activations were divided by them.
       dNorms: inputs.norms ? this.decoderNormGrad : this.normGrad,
       overwrite: first,
+      foldScale,
     });
+    if (fold) this.normGradFolded = true;
   }
 
   /** Folds the decoder-norm gradient into W_dec: dW_dec[j] += dn_j · W_dec[j] / ‖W_dec[j]‖. */
   finish(): void {
-    if (!this.normGradUsed) return; // nothing depended on the norms: no pass over W_dec
-    const perRow = binary("div", this.normGrad, this.decoderRowNorms);
+    // Nothing depended on the norms, or a sparse backward folded them already: no pass over W_dec.
+    if (!this.normGradUsed || this.normGradFolded) return;
+    const perRow = this.normFoldScale();
     binary("mul", this.params.W_dec, perRow, "perRow", { out: this.grads.W_dec, accumulate: true });
+  }
+
+  /** dn_j / ‖W_dec[j]‖: d‖W_dec[j]‖/dW_dec[j] is W_dec[j] / ‖W_dec[j]‖. */
+  private normFoldScale(): Tensor {
+    return binary("div", this.normGrad, this.decoderRowNorms);
   }
 
   /** The sum of all loss terms ([1]). */
