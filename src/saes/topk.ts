@@ -152,16 +152,19 @@ function sparseTopKFamily(
   const saeOut = step.decodeOutput(product);
   const dOut = step.squaredErrorLoss("mse_loss", saeOut, step.x);
   const dBEnc = gpu.zeros([cfg.d_sae]);
-  sparseAuxK(step, cfg, { hiddenPre, linear, norms }, saeOut, dBEnc);
   const dInner = prefixWidths.map((width, t) => {
     const out = step.decodeOutput(prefixProducts[t]);
     return step.squaredErrorLoss(`inner_mse_loss_${width}`, out, step.x);
   });
 
-  // Every decoder term's gradient before b_dec, for one pass over the lists.
+  // Every decoder term's gradient before b_dec, for one pass over the lists. It runs first and
+  // stores W_dec's rows and W_enc's columns (no reading them back to add); AuxK adds after. Each
+  // element sums at most two nonzero terms (the compact and overflow parts of AuxK never both
+  // add), so the order changes no rounding.
   const dPre = [dOut, ...dInner].map((dTerm) => step.decodeOutputBackward(dTerm));
   const widths = [cfg.d_sae, ...prefixWidths];
-  step.sparseBackward(acts, { norms, linearPre: linear, dPre, widths }, { dBEnc });
+  step.sparseBackward(acts, { norms, linearPre: linear, dPre, widths }, { dBEnc, first: true });
+  sparseAuxK(step, cfg, { hiddenPre, linear, norms }, saeOut, dBEnc);
   step.encoderBiasBackward(dBEnc, "b_enc");
   return saeOut;
 }
