@@ -137,15 +137,19 @@ export function sparseAuxK(
 
 /**
  * Slots for dead latents in the dense part: every latent when sparse kernels are forced (so
- * tests and parity cover it), else the last measured dead count with a margin, or none. Whole
- * multiples of 256 make the slot dimension of AuxK's GEMMs whole tiles, stored without bounds
- * checks (WHOLE_TILES in kernels/matmul.wgsl).
+ * tests and parity cover it), else the last measured dead count with a margin, or none. Beyond
+ * 256, whole multiples of 256 make the slot dimension of AuxK's GEMMs whole tiles, stored without
+ * bounds checks (WHOLE_TILES in kernels/matmul.wgsl).
  */
 function denseSlots(step: TrainStep, cfg: TopKFamilyConfig): number {
   if (step.x.gpu.sparseKernels === "always") return cfg.d_sae;
   const dead = step.input.measured?.deadLatents ?? 0;
   if (dead === 0) return 0;
-  return Math.min(cfg.d_sae, Math.ceil((dead * 1.25 + 16) / 256) * 256);
+  const wanted = dead * 1.25 + 16;
+  // Small counts keep multiples of 64: 256 slots for a few dead latents made the default run's
+  // steps half again as slow (every latent compacted at d_sae 256).
+  const unit = wanted > 256 ? 256 : 64;
+  return Math.min(cfg.d_sae, Math.ceil(wanted / unit) * unit);
 }
 
 /** AuxK's dense part: the dead latents' columns and decoder rows, compacted. */
