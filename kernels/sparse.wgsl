@@ -70,8 +70,8 @@ override FLAT_WIDTH: u32;
 // Activations were divided by the decoder row norms before decoding (rescale_acts_by_decoder_norm).
 override RESCALE: bool = false;
 // With OVERWRITE, latent_backward also adds fold_scale[j] · W_dec[j] to row j's gradient (the
-// decoder-norm gradient's share, final before the call): what a separate pass over W_dec would add
-// after it, with the same roundings, without staging W_dec and the gradient again.
+// decoder-norm gradient's share, final before the call): the expression a separate pass over W_dec
+// would add after it (TrainStep.finish), without staging W_dec and the gradient again.
 override FOLD_NORMS: bool = false;
 // A gradient w.r.t. the activations from other losses (L1) adds in: dense [rows, d_sae], or
 // one value per latent with EXTRA_PER_LATENT.
