@@ -158,9 +158,10 @@ function sparseTopKFamily(
   });
 
   // Every decoder term's gradient before b_dec, for one pass over the lists. It runs first and
-  // stores W_dec's rows and W_enc's columns (no reading them back to add); AuxK adds after. Each
-  // element sums at most two nonzero terms (the compact and overflow parts of AuxK never both
-  // add), so the order changes no rounding.
+  // stores W_dec's rows and W_enc's columns (no reading them back to add); AuxK adds after. Their
+  // elements and b_enc's sum at most two nonzero terms (AuxK's compact and overflow parts never
+  // both add), so the order changes no rounding; Matryoshka's b_dec gradient now adds its decoder
+  // terms before AuxK's, another order within rounding.
   const dPre = [dOut, ...dInner].map((dTerm) => step.decodeOutputBackward(dTerm));
   const widths = [cfg.d_sae, ...prefixWidths];
   step.sparseBackward(acts, { norms, linearPre: linear, dPre, widths }, { dBEnc, first: true });
