@@ -155,23 +155,14 @@ override WHOLE_TILES: bool = false;
 // becomes a loop over SIMD lanes in llvmpipe, and the 1024 stores written out below are most of
 // this kernel's compile time.
 fn store(row: u32, col: u32, v: f32, b: f32) -> f32 {
-  if (WHOLE_TILES) {
-    let index = tp.c_offset + row * tp.ldc + col;
-    var out = tp.alpha * v;
-    if (ACCUMULATE) { out = Cout[index] + out; }
-    out = select(out, out + b, tp.has_bias != 0u);
-    Cout[index] = out;
-    return out;
-  }
-  if (row < tp.M && col < tp.N) {
-    let index = tp.c_offset + row * tp.ldc + col;
-    var out = tp.alpha * v;
-    if (tp.accumulate != 0u) { out = Cout[index] + out; }
-    if (tp.has_bias != 0u) { out = out + b; }
-    Cout[index] = out;
-    return out;
-  }
-  return 0.0;
+  if (!WHOLE_TILES && (row >= tp.M || col >= tp.N)) { return 0.0; }
+  let index = tp.c_offset + row * tp.ldc + col;
+  var out = tp.alpha * v;
+  // Whole tiles have accumulation compiled in; partial blocks read the uniform.
+  if (select(tp.accumulate != 0u, ACCUMULATE, WHOLE_TILES)) { out = Cout[index] + out; }
+  out = select(out, out + b, tp.has_bias != 0u);
+  Cout[index] = out;
+  return out;
 }
 
 // 1 where v > 0, per component.

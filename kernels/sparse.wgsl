@@ -363,11 +363,9 @@ fn add_latent_grads(j: u32, column: u32, dec: vec4<f32>, enc: vec4<f32>, fold: f
   let d_in4 = p.d_in / 4u;
   let at = 4u * column * p.d_sae + j;
   if (OVERWRITE) {
-    if (FOLD_NORMS) {
-      dw_dec4[j * d_in4 + column] = dec + textureLoad(w_dec, vec2<u32>(column, j)) * fold;
-    } else {
-      dw_dec4[j * d_in4 + column] = dec;
-    }
+    var row = dec;
+    if (FOLD_NORMS) { row += textureLoad(w_dec, vec2<u32>(column, j)) * fold; }
+    dw_dec4[j * d_in4 + column] = row;
     dw_enc[at] = enc.x;
     dw_enc[at + p.d_sae] = enc.y;
     dw_enc[at + 2u * p.d_sae] = enc.z;
