@@ -35,7 +35,7 @@ export interface SparseActs {
 }
 
 /**
- * Bindings 1..24 of kernels/sparse.wgsl, by role (wDec, dPre, saeIn, entriesOut, entriesIn and
+ * Bindings 1..25 of kernels/sparse.wgsl, by role (wDec, dPre, saeIn, entriesOut, entriesIn and
  * denseTexels are textures).
  */
 const BINDINGS = [
