@@ -190,25 +190,31 @@ fn tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row_{i} = min(row_base + {i}u, tp.M - 1u);  // unroll i<ROWS
   let col4_{j} = min(col4_base + {j}u, last_col4);  // unroll j<COLS4
   var acc_{i}_{j} = vec4<f32>();  // unroll i<ROWS j<COLS4
-  // Depth steps this invocation needs: all of them, or none past the live rows or columns, or
-  // those below the live depth.
+  // Depth steps the workgroup walks: all of them, or those below the live depth. Invocations past
+  // the live rows or columns walk them too (the barrier below needs every invocation) but add
+  // nothing.
   let live_count = live[tp.limit_at];
   var k4_end = tp.K4;
-  switch tp.limit_dim {
-    case 1u: { k4_end = select(tp.K4, 0u, tp.row0 + row_base >= live_count); }
-    case 2u: { k4_end = select(tp.K4, 0u, tp.col0 + 4u * col4_base >= live_count); }
-    case 3u: { k4_end = min(tp.K4, (max(live_count, tp.k0) - tp.k0 + 3u) / 4u); }
-    default: {}
-  }
+  if (tp.limit_dim == 3u) { k4_end = min(tp.K4, (max(live_count, tp.k0) - tp.k0 + 3u) / 4u); }
+  let idle = (tp.limit_dim == 1u && tp.row0 + row_base >= live_count) ||
+             (tp.limit_dim == 2u && tp.col0 + 4u * col4_base >= live_count);
   for (var k4 = 0u; k4 < k4_end; k4++) {
-    let k = 4u * k4;
-    let b0_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k));  // unroll j<COLS4
-    let b1_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 1u));  // unroll j<COLS4
-    let b2_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 2u));  // unroll j<COLS4
-    let b3_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 3u));  // unroll j<COLS4
-    let a_{i} = textureLoad(Ap, vec2<u32>(k4, row_{i}));  // unroll i<ROWS
-    // Written as one expression so k ascends within each accumulator, as in the f32 reference.
-    acc_{i}_{j} = (((acc_{i}_{j} + a_{i}.x * b0_{j}) + a_{i}.y * b1_{j}) + a_{i}.z * b2_{j}) + a_{i}.w * b3_{j};  // unroll i<ROWS j<COLS4
+    // llvmpipe runs a workgroup's SIMD groups (8 invocations of one row here) one after another
+    // unless a barrier makes it switch between them. Each group reads the same 256 columns of
+    // op(B), K · 1 KiB, more than a core's L2 at K = 768; with a barrier every 128 depth steps the
+    // groups take turns on each 128 KiB block while it is cached. Reference shape: 486-492 ->
+    // 407-420 ms (every 64 steps 420-471, every 32 worse than none).
+    if (k4 % 32u == 0u) { workgroupBarrier(); }
+    if (!idle) {
+      let k = 4u * k4;
+      let b0_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k));  // unroll j<COLS4
+      let b1_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 1u));  // unroll j<COLS4
+      let b2_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 2u));  // unroll j<COLS4
+      let b3_{j} = textureLoad(Bp, vec2<u32>(col4_{j}, k + 3u));  // unroll j<COLS4
+      let a_{i} = textureLoad(Ap, vec2<u32>(k4, row_{i}));  // unroll i<ROWS
+      // Written as one expression so k ascends within each accumulator, as in the f32 reference.
+      acc_{i}_{j} = (((acc_{i}_{j} + a_{i}.x * b0_{j}) + a_{i}.y * b1_{j}) + a_{i}.z * b2_{j}) + a_{i}.w * b3_{j};  // unroll i<ROWS j<COLS4
+    }
   }
   let col_{j} = 4u * (col4_base + {j}u);  // unroll j<COLS4
   let bias_{j} = bias4(col_{j});  // unroll j<COLS4
