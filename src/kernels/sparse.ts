@@ -74,6 +74,8 @@ function bindingsOf(named: Record<string, Binding>): (Binding | undefined)[] {
 /** vec4 columns each decode / latent_backward invocation takes (SPAN, LATENT_SPAN in sparse.wgsl). */
 const DECODE_SPAN = 8;
 const LATENT_SPAN = 4;
+/** Consecutive latents each latent_backward invocation takes (QUAD in sparse.wgsl). */
+const LATENT_QUAD = 8;
 
 /** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
 export const MAX_TERMS = 8;
@@ -483,7 +485,7 @@ export function sparseBackward(
     dispatchArgs,
     uniforms(fields),
   );
-  // Workgroups of 64 invocations per latent, each invocation LATENT_SPAN vec4 columns.
+  // Workgroups of 64 invocations per LATENT_QUAD latents, each invocation LATENT_SPAN vec4 columns.
   const slices = groups(Math.ceil(dIn / 4 / LATENT_SPAN), 64);
   if (outputs.foldScale && !outputs.overwrite) {
     throw new GpuError("sparseBackward: foldScale needs overwrite (it folds into the stored rows)");
@@ -507,7 +509,8 @@ export function sparseBackward(
       "entriesIn",
     ]),
     // Empty lists add nothing: skip the pass over every latent unless the gate opened.
-    gatedIf(acts.gate, grid1d(acts.dSae * slices * 64 * 4)), // grid1d counts 256 per workgroup
+    // grid1d counts 256 per workgroup
+    gatedIf(acts.gate, grid1d(Math.ceil(acts.dSae / LATENT_QUAD) * slices * 64 * 4)),
     uniforms(fields),
   );
   dispatchArgs.dispose();
