@@ -11,7 +11,7 @@ import type { StepConfig } from "../src/saes/step.ts";
 import { TrainingSae } from "../src/saes/training_sae.ts";
 import { Trainer } from "../src/train/trainer.ts";
 import { Rng } from "../src/util/rng.ts";
-import { releaseTextures, textureBytes } from "../src/kernels/texture_pack.ts";
+import { releaseTextures, textureBytes } from "../src/kernels/textures.ts";
 
 export interface TrainStepShape {
   arch: string;

@@ -105,6 +105,30 @@ fn pack(@builtin(global_invocation_id) gid: vec3<u32>) {
   textureStore(packed, texel, value);
 }
 
+// A transposed operand's texels gather 4 stored rows each, and llvmpipe runs every storage load as
+// a loop over SIMD lanes (a [1024 x 1792] block: 15 ms). pack_transposed reads the stored rows
+// from a flat staging texture instead (`flatTexels` in staging.ts: element `base` + 4t .. + 3 at
+// texel (t % FLAT_WIDTH, t / FLAT_WIDTH)), which needs stored rows and the block's first logical
+// row at multiples of 4: each invocation fills 4 texels of one texel column from 4 texel loads
+// (logical rows y..y+3 of 4 logical columns) and a 4x4 transpose in registers. Same texels, zeros
+// and windows as `pack`; the block starts at texel row 0.
+override FLAT_WIDTH: u32 = 1u;
+@group(0) @binding(3) var stored_texels: texture_storage_2d<rgba32float, read>;
+
+@compute @workgroup_size(8, 8)
+fn pack_transposed(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let x = pp.x0 + gid.x;
+  let y = 4u * gid.y;
+  if (x >= pp.width4 || y >= pp.height) { return; }
+  let live_rows = vec4<u32>(y) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(pp.rows);
+  // Logical column 4x + c of the 4 rows (zero past the block).
+  var column_{c} = vec4<f32>();  // unroll c<4
+  let texel_{c} = ((pp.col0 + 4u * x + {c}u) * pp.stride + pp.row0 + y - pp.base) / 4u;  // unroll c<4
+  if (4u * x + {c}u < pp.cols && y < pp.rows) { column_{c} = select(vec4<f32>(), textureLoad(stored_texels, vec2<u32>(texel_{c} % FLAT_WIDTH, texel_{c} / FLAT_WIDTH)), live_rows); }  // unroll c<4
+  let rows = transpose(mat4x4<f32>(column_0, column_1, column_2, column_3));
+  if (y + {r}u < pp.height) { textureStore(packed, vec2<u32>(x, y + {r}u), rows[{r}u]); }  // unroll r<4
+}
+
 // ---- tiled ---------------------------------------------------------------------------------------
 
 // Ap holds op(A) as [M, K/4] texels, Bp holds op(B) as [K, N/4] texels, both zero beyond K, so the

@@ -11,13 +11,8 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "./elementwise.ts";
 import { groups, params, wgsl } from "./source.ts";
 import { fillNonzeroBits, type NonzeroBits } from "./sparse.ts";
-import {
-  alignDown,
-  BINDING_ALIGN_BYTES,
-  packBlock,
-  packedTexture,
-  record,
-} from "./texture_pack.ts";
+import { packBlock, record } from "./texture_pack.ts";
+import { alignDown, BINDING_ALIGN_BYTES, packedTexture } from "./textures.ts";
 
 export interface MatmulOptions {
   /** A is stored [K, M] and used transposed. */

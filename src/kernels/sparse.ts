@@ -9,7 +9,8 @@ import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
 import { groups, params, wgsl } from "./source.ts";
 import { wholeTexels } from "./staging.ts";
-import { packedTexture, type StagedRows, tensorOf, texelRows } from "./texture_pack.ts";
+import { type StagedRows, tensorOf, texelRows } from "./texture_pack.ts";
+import { packedTexture } from "./textures.ts";
 
 /** Compressed lists over one axis of a [rows, d_sae] matrix. */
 export interface SparseLists {

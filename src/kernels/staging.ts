@@ -6,7 +6,7 @@
  */
 import { type Gpu, GpuError } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { alignDown, packedTexture, textureSide } from "./texture_pack.ts";
+import { alignDown, packedTexture, textureSide } from "./textures.ts";
 
 /** Rows of a flat staging texture: with 16368 texels a row, about 17 MB per role. */
 const FLAT_ROWS = 64;

@@ -2,17 +2,15 @@
  * Packing matrices into rgba32float textures (4 consecutive columns per texel), for kernels that
  * read them as read-only storage textures: llvmpipe gathers texel loads across SIMD lanes, while a
  * storage-buffer load whose address differs per lane becomes a scalar loop over the lanes
- * (PLATFORM.md). The pack kernel is `pack` in kernels/matmul.wgsl; aligned, untransposed blocks
- * are plain copies. Flat staging of elementwise operands is in staging.ts; both share this
- * module's texture cache.
+ * (PLATFORM.md). The pack kernels are `pack` and `pack_transposed` in kernels/matmul.wgsl;
+ * aligned, untransposed blocks are plain copies. Flat staging of elementwise operands is in
+ * staging.ts; both fill the textures cached by textures.ts.
  */
 import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { groups, params, wgsl } from "./source.ts";
-
-/** Storage bindings must start at a multiple of this many bytes (WebGPU's largest allowed
- * minStorageBufferOffsetAlignment, so valid on every device). */
-export const BINDING_ALIGN_BYTES = 256;
+import { flatCapacity, flatTexels } from "./staging.ts";
+import { alignDown, BINDING_ALIGN_BYTES, packedTexture } from "./textures.ts";
 
 /**
  * A matrix packed once by `texelRows` for several kernels that read it while it is unchanged (a
@@ -76,96 +74,46 @@ export function packBlock(
   }
   // Stored rows hold logical rows, or logical columns when transposed.
   const [first, count] = transposed ? [col0, cols] : [row0, rows];
-  const windowRows = Math.floor((maxBinding - BINDING_ALIGN_BYTES) / (4 * stride) / 4) * 4;
+  // Whole texels of stored rows: pack_transposed reads them staged, 4 texel rows per invocation.
+  const staged = transposed && stride % 4 === 0 && row0 % 4 === 0;
+  // Windows fit one binding (and one staging texture when staged).
+  const bindable = maxBinding / 4 - BINDING_ALIGN_BYTES / 4;
+  const windowElements = staged ? Math.min(flatCapacity(gpu), bindable) : bindable;
+  const windowRows = Math.floor(windowElements / stride / 4) * 4;
   if (windowRows < 4) throw new GpuError(`pack: 4 rows of [${stored.shape}] exceed a binding`);
+  const kernel = staged ? gpu.kernel("matmul", wgsl("matmul"), "pack_transposed") : pack;
   const view = texture.createView();
   for (let s = 0; s < count; s += windowRows) {
     const e = Math.min(count, s + windowRows);
-    const base = alignDown((first + s) * stride);
+    const base = staged ? (first + s) * stride : alignDown((first + s) * stride);
     const end = (first + e) * stride;
     // Texels this window fills; the last window also writes the zero padding beyond the block.
     const last = e === count;
     const [x0, y0, x1, y1] = transposed
       ? [s / 4, 0, last ? width4 : Math.ceil(e / 4), height]
       : [0, s, width4, last ? height : e];
+    const source = staged
+      ? {
+        binding: 3,
+        resource: flatTexels(stored, { start: base, count: end - base }, "pack rows"),
+      }
+      : {
+        binding: 1,
+        resource: { buffer: stored.buffer, offset: 4 * base, size: 4 * (end - base) },
+      };
     record(
       gpu,
-      pack,
-      [
-        {
-          binding: 1,
-          resource: { buffer: stored.buffer, offset: 4 * base, size: 4 * (end - base) },
-        },
-        { binding: 2, resource: view },
-      ],
-      [groups(x1 - x0, 8), groups(y1 - y0, 8)],
+      kernel,
+      [source, { binding: 2, resource: view }],
+      staged
+        ? [groups(x1 - x0, 8), groups(Math.ceil((y1 - y0) / 4), 8)]
+        : [groups(x1 - x0, 8), groups(y1 - y0, 8)],
       params([
         ...[rows, cols, row0, col0, stride, base, x0, y0],
         ...[width4, height, transposed ? 1 : 0],
       ]),
     );
   }
-}
-
-/** Element index rounded down to a valid binding offset. */
-export function alignDown(element: number): number {
-  const perAlign = BINDING_ALIGN_BYTES / 4;
-  return Math.floor(element / perAlign) * perAlign;
-}
-
-/**
- * One packing texture per role and size and GPU, reused by every call: passes run in order, so a
- * later product may overwrite a texture an earlier one has finished reading.
- */
-const textures = new WeakMap<Gpu, Map<string, GPUTexture>>();
-
-export function packedTexture(
-  gpu: Gpu,
-  role: string,
-  minWidth: number,
-  minHeight: number,
-): GPUTexture {
-  const [width, height] = [textureSide(minWidth, true), textureSide(minHeight, false)];
-  let cache = textures.get(gpu);
-  if (!cache) textures.set(gpu, cache = new Map());
-  const key = `${role}:${width}x${height}`;
-  let texture = cache.get(key);
-  if (!texture) {
-    texture = gpu.device.createTexture({
-      label: `packed ${key}`,
-      size: [width, height],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-        GPUTextureUsage.COPY_DST,
-    });
-    cache.set(key, texture);
-  }
-  return texture;
-}
-
-/** Bytes held by the cached packing and staging textures of `gpu` (for memory reports). */
-export function textureBytes(gpu: Gpu): number {
-  let bytes = 0;
-  for (const t of textures.get(gpu)?.values() ?? []) bytes += 16 * t.width * t.height;
-  return bytes;
-}
-
-/** Destroys the cached textures of `gpu` (nothing recorded may still read them). */
-export function releaseTextures(gpu: Gpu): void {
-  for (const t of textures.get(gpu)?.values() ?? []) t.destroy();
-  textures.delete(gpu);
-}
-
-/**
- * A texture side of at least `n` texels that is never a power of two: llvmpipe compiles a kernel
- * variant per power-of-two-ness of each bound texture's sides (a long compile each for the tiled
- * kernel). Widths also avoid multiples of 256 texels: rows 4 KiB apart share L1 cache sets, and
- * an invocation reads 32 rows of Ap at once (power-of-two widths halved the speed).
- */
-export function textureSide(n: number, isWidth: boolean): number {
-  let side = n;
-  while ((side & (side - 1)) === 0 || (isWidth && side % 256 === 0)) side++;
-  return side;
 }
 
 /** Records a dispatch whose bindings are given by binding number (texture views, buffer ranges). */
