@@ -12,7 +12,7 @@
 // SIMD lanes, but gathers texel loads.
 struct Params {
   segments: u32, seg_len: u32, k: u32, pass_index: u32, offset: u32, index0: u32,
-  stage0: u32, slice_len: u32, mask_row0: u32, mask_rows: u32, mask_cols: u32,
+  stage0: u32, slice_len: u32, mask_row0: u32, mask_rows: u32, mask_cols: u32, capacity: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 // Texels per row of flat staging textures (`flatTexels` in staging.ts), set by Gpu.kernel: a
@@ -40,6 +40,17 @@ override HAS_BOUND: bool = false;
 @group(0) @binding(8) var<storage, read_write> nonzero_by_row: array<atomic<u32>>;
 @group(0) @binding(9) var<storage, read_write> nonzero_by_col: array<atomic<u32>>;
 override MASKS: bool = false;
+// With COMPACT, the batch-wide selection's first value pass also appends every value at or above
+// the bound (a lower bound for the k-th value, so every kept value is one) to `batch_candidates`
+// as (key, index): usually one to two times k. When they fit `p.capacity`, the remaining passes
+// and the apply walk the candidates instead of the batch, each pass a full read of it otherwise;
+// `candidate_dispatch` sizes both kinds of dispatch on the GPU, so that only one kind runs.
+override COMPACT: bool = false;
+@group(0) @binding(10) var<storage, read_write> batch_candidates: array<vec2<u32>>;
+@group(0) @binding(11) var<storage, read_write> batch_candidate_count: array<atomic<u32>>;
+@group(0) @binding(12) var<storage, read_write> batch_pass_args: array<u32>;   // [3]
+@group(0) @binding(13) var<storage, read_write> batch_apply_args: array<u32>;  // [3]
+@group(0) @binding(14) var<storage, read_write> candidate_args: array<u32>;    // [3]
 
 // include quotient
 
@@ -104,42 +115,117 @@ fn init(@builtin(global_invocation_id) gid: vec3<u32>) {
     state[S * i + 4u] = 0u;
     state[S * i + 5u] = 0u;
   }
+  if (COMPACT && i == 0u) { atomicStore(&batch_candidate_count[0], 0u); }
 }
 
-// Passes 0-3 fix the k-th value's key 8 bits at a time; passes 4-7 do the same over the
-// inverted indices of the elements equal to it (larger key = lower index).
+// What one histogram pass counts. Passes 0-3 fix the k-th value's key 8 bits at a time; passes
+// 4-7 do the same over the inverted indices of the elements equal to it (larger key = lower
+// index). Read before any branch (llvmpipe loads a constant address once only outside control
+// flow).
+struct HistPass {
+  tie: bool,
+  shift: u32,
+  fixed_mask: u32,  // bits already fixed by earlier passes of this kind; none on the first
+  threshold: u32,
+  prefix: u32,
+  counting: bool,
+  bound: u32,
+}
+
+fn hist_pass(seg: u32) -> HistPass {
+  let tie = p.pass_index >= 4u;
+  let digit = p.pass_index % 4u;
+  let shift = 24u - 8u * digit;
+  let threshold = state[S * seg];
+  return HistPass(
+    tie,
+    shift,
+    select(0u, 0xffffffffu << (shift + 8u), digit > 0u),
+    threshold,
+    select(threshold, state[S * seg + 3u], tie),
+    !tie || state[S * seg + 5u] != 0u,
+    select(0u, bound_state[0], HAS_BOUND),
+  );
+}
+
+// Adds element `index` (of the whole batch) with `key` to the workgroup's histogram if the pass
+// counts it.
+fn count_element(h: HistPass, key: u32, index: u32) {
+  let counted = select(key, ~index, h.tie);
+  let wanted = select(key >= h.bound, key == h.threshold, h.tie);
+  if ((counted & h.fixed_mask) == (h.prefix & h.fixed_mask) && wanted) {
+    atomicAdd(&local_hist[(counted >> h.shift) & 0xffu], 1u);
+  }
+}
+
+fn flush_histogram(seg: u32, lid: u32) {
+  let count = atomicLoad(&local_hist[lid]);
+  if (count > 0u) { atomicAdd(&hist[seg * 256u + lid], count); }
+}
+
+fn append_candidate(key: u32, index: u32) {
+  let at = atomicAdd(&batch_candidate_count[0], 1u);
+  if (at < p.capacity) { batch_candidates[at] = vec2<u32>(key, index); }
+}
+
 @compute @workgroup_size(256)
 fn histogram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   atomicStore(&local_hist[lid], 0u);
   workgroupBarrier();
   let seg = wid.y;
-  let tie_pass = p.pass_index >= 4u;
-  let digit = p.pass_index % 4u;
-  let shift = 24u - 8u * digit;
-  // Bits already fixed by earlier passes of this kind; none on the first.
-  let fixed_mask = select(0u, 0xffffffffu << (shift + 8u), digit > 0u);
-  let threshold = state[S * seg];
-  let prefix = select(threshold, state[S * seg + 3u], tie_pass);
-  let counting = !tie_pass || state[S * seg + 5u] != 0u;
-  let bound = select(0u, bound_state[0], HAS_BOUND);
+  let h = hist_pass(seg);
+  let compacting = COMPACT && p.pass_index == 0u;
   let base = p.offset + seg * p.seg_len;
   let start = wid.x * 256u * QUADS + lid;
-  for (var t = 0u; counting && t < QUADS; t++) {
+  for (var t = 0u; h.counting && t < QUADS; t++) {
     let j = 4u * (start + t * 256u);
     if (j < p.seg_len) {
       let keys = quad_keys(base, j);
       for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
-        let key = select(keys[c], ~(p.index0 + j + c), tie_pass);
-        let wanted = select(keys[c] >= bound, keys[c] == threshold, tie_pass);
-        if ((key & fixed_mask) == (prefix & fixed_mask) && wanted) {
-          atomicAdd(&local_hist[(key >> shift) & 0xffu], 1u);
-        }
+        count_element(h, keys[c], p.index0 + j + c);
+        if (compacting && keys[c] >= h.bound) { append_candidate(keys[c], p.index0 + j + c); }
       }
     }
   }
   workgroupBarrier();
-  let count = atomicLoad(&local_hist[lid]);
-  if (count > 0u) { atomicAdd(&hist[seg * 256u + lid], count); }
+  flush_histogram(seg, lid);
+}
+
+// The histogram pass over the candidates (COMPACT; the batch is one segment): QUADS candidates
+// per invocation, in the grid `candidate_dispatch` sized.
+@compute @workgroup_size(256)
+fn histogram_candidates(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+  atomicStore(&local_hist[lid], 0u);
+  workgroupBarrier();
+  let h = hist_pass(0u);
+  let n = min(atomicLoad(&batch_candidate_count[0]), p.capacity);
+  let start = wid.x * 256u * QUADS + lid;
+  for (var t = 0u; h.counting && t < QUADS; t++) {
+    let i = start + t * 256u;
+    if (i < n) {
+      let candidate = batch_candidates[i];
+      count_element(h, candidate.x, candidate.y);
+    }
+  }
+  workgroupBarrier();
+  flush_histogram(0u, lid);
+}
+
+// After the first value pass of a compacting selection: when the candidates fit, the candidate
+// passes get a grid for them and the batch-wide passes and apply, whose arguments the host wrote,
+// get no workgroups; otherwise the candidate passes get none.
+@compute @workgroup_size(1)
+fn candidate_dispatch() {
+  let n = atomicLoad(&batch_candidate_count[0]);
+  let fits = n <= p.capacity;
+  candidate_args[0] = select(0u, (n + 256u * QUADS - 1u) / (256u * QUADS), fits);
+  candidate_args[1] = 1u;
+  candidate_args[2] = 1u;
+  if (fits) {
+    batch_pass_args[0] = 0u;
+    batch_apply_args[0] = 0u;
+  }
 }
 
 // The largest value of each slice of slice_len values (a multiple of 4) of the one batch-wide
@@ -186,29 +272,45 @@ fn choose(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var b = 0u; b < 256u; b++) { atomicStore(&hist[seg * 256u + b], 0u); }
 }
 
+// The batch-wide selection's verdict on element `index` with `key` (segment 0's state, read by
+// the caller before any branch).
+struct BatchChoice { threshold: u32, tie_prefix: u32, any_kept: bool, no_ties: bool }
+
+fn batch_choice() -> BatchChoice {
+  return BatchChoice(state[0], state[3], state[2] > 0u, state[5] == 0u);
+}
+
+fn batch_kept(choice: BatchChoice, key: u32, index: u32) -> bool {
+  let tie_kept = choice.no_ties || ~index >= choice.tie_prefix;
+  return choice.any_kept && (key > choice.threshold || (key == choice.threshold && tie_kept));
+}
+
+fn output_of(key: u32) -> f32 {
+  let v = value_of(key);
+  return select(v, max(v, 0.0), RELU_OUTPUT);
+}
+
+// Sets the mask bits of element e of the batch, one [mask_rows, mask_cols] matrix: (e / cols,
+// e % cols).
+fn mark_batch_element(e: u32) {
+  let row = quotient(e, p.mask_cols);
+  mark_nonzero(row, e - row * p.mask_cols);
+}
+
 // out = ReLU(v) (or v) for the batch's k largest values (ties by lowest index), else 0. Only
 // the batch-wide selection uses these passes (one segment; per-row top-k is select_rows), so
 // every element reads segment 0's state: no per-element division.
 @compute @workgroup_size(256)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  // The state is read before any branch: llvmpipe loads a constant address once for all SIMD
-  // lanes only outside control flow (inside it, once per lane).
-  let threshold = state[0];
-  let tie_prefix = state[3];
-  let any_kept = state[2] > 0u;
-  let no_ties = state[5] == 0u;
+  let choice = batch_choice();
   // Values 4q .. 4q + 3, read as one quad.
   let j = 4u * ((wid.y * nwg.x + wid.x) * 256u + lid);
   if (j >= p.seg_len) { return; }
   let keys = quad_keys(p.offset, j);
   var any_nonzero = false;
   for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
-    let key = keys[c];
-    let v = value_of(key);
-    let tie_kept = no_ties || ~(p.index0 + j + c) >= tie_prefix;
-    let selected = any_kept && (key > threshold || (key == threshold && tie_kept));
-    let kept = select(0.0, select(v, max(v, 0.0), RELU_OUTPUT), selected);
+    let kept = select(0.0, output_of(keys[c]), batch_kept(choice, keys[c], p.index0 + j + c));
     out[p.offset + j + c] = kept;
     any_nonzero = any_nonzero || kept != 0.0;
   }
@@ -216,11 +318,26 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   // inside it, apply took 63 ms at the reference shape, 49 like this (32 without masks).
   if (MASKS && any_nonzero) {
     for (var c = 0u; c < 4u && j + c < p.seg_len; c++) {
-      if (out[p.offset + j + c] != 0.0) {
-        // The batch is one [mask_rows, mask_cols] matrix: element e is (e / cols, e % cols).
-        let e = p.index0 + j + c;
-        let row = quotient(e, p.mask_cols);
-        mark_nonzero(row, e - row * p.mask_cols);
+      if (out[p.offset + j + c] != 0.0) { mark_batch_element(p.index0 + j + c); }
+    }
+  }
+}
+
+// apply over the candidates (COMPACT): writes the kept ones into an output the host zeroed.
+@compute @workgroup_size(256)
+fn apply_candidates(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let choice = batch_choice();
+  let n = min(atomicLoad(&batch_candidate_count[0]), p.capacity);
+  let start = wid.x * 256u * QUADS + lid;
+  for (var t = 0u; t < QUADS; t++) {
+    let i = start + t * 256u;
+    if (i < n) {
+      let candidate = batch_candidates[i];
+      if (batch_kept(choice, candidate.x, candidate.y)) {
+        let kept = output_of(candidate.x);
+        out[p.offset + candidate.y - p.index0] = kept;
+        if (MASKS && kept != 0.0) { mark_batch_element(candidate.y); }
       }
     }
   }

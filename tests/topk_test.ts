@@ -71,6 +71,22 @@ Deno.test("batch top-k keeps the count largest over the whole batch", gpuTest, a
       what: `${rows}x${cols} count=${count}`,
     });
   }
+  // The values at or above the bound are collected as candidates, room for 4·count of them.
+  // 586 values tie at 1 above the rest: all candidates, the tie broken by index among them. A
+  // constant batch puts every value above the bound: the candidates overflow and the passes
+  // walk the whole batch.
+  const tiedAtTop = randomArray(4096, 5, 0, 0.5).map((v, i) => i % 7 === 0 ? 1 : v);
+  const constant = new Float32Array(4096).fill(0.5);
+  for (
+    const [what, x, count] of [["tied candidates", tiedAtTop, 300], [
+      "overflow",
+      constant,
+      64,
+    ]] as const
+  ) {
+    const got = await topkOverBatch(gpu.upload(x, [64, 64]), count).read();
+    assertClose(got, referenceTopK(x, 4096, count), { rtol: 0, atol: 0, what });
+  }
 });
 
 Deno.test("negative and mixed-sign values order correctly", gpuTest, async () => {

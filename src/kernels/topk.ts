@@ -5,7 +5,7 @@
  * are nonzero.
  */
 import { type Binding, type Gpu, GpuError, type Kernel } from "../gpu/device.ts";
-import { bind, chunks } from "../gpu/chunks.ts";
+import { bind, type Chunk, chunks } from "../gpu/chunks.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary, grid1d } from "./elementwise.ts";
 import { type Gate, gatedIf } from "./gate.ts";
@@ -77,6 +77,8 @@ interface SelectFields {
   maskRow0?: number;
   maskRows?: number;
   maskCols?: number;
+  /** Candidate pairs a compacting batch selection has room for. */
+  capacity?: number;
 }
 
 function selectParams(f: SelectFields): ArrayBuffer {
@@ -92,6 +94,7 @@ function selectParams(f: SelectFields): ArrayBuffer {
     f.maskRow0 ?? 0,
     f.maskRows ?? 0,
     f.maskCols ?? 0,
+    f.capacity ?? 0,
   ]);
 }
 
@@ -244,7 +247,9 @@ function scanKernel(values: Tensor, k: number, options: SelectOptions): RowSelec
 
 /**
  * The `count` largest values of the whole tensor: radix passes over element chunks with a global
- * histogram (the chunks just add into it), then the apply pass.
+ * histogram (the chunks just add into it), then the apply pass. With a slice-maxima bound the
+ * first pass also collects the values above it, and the later passes and the apply run over
+ * those (`Candidates`) unless they overflow.
  */
 function selectBatch(values: Tensor, count: number, masks?: NonzeroBits): Tensor {
   const gpu = values.gpu;
@@ -252,62 +257,140 @@ function selectBatch(values: Tensor, count: number, masks?: NonzeroBits): Tensor
   clearMasks(gpu, masks);
   if (count === 0) return gpu.zeros(values.shape);
   const maskInfo = maskBindings(values, masks);
-  const out = gpu.empty(values.shape);
   const elementChunks = chunks(gpu, values.size);
   // Every pass reads the values: stage them whole, once, where they fit one binding.
   const texels = elementChunks.length === 1 ? wholeTexels(values, "topk batch") : null;
   const bound = texels ? sliceMaximaBound(values, count, texels) : null;
-  const state = batchState(values, count, { texels, bound, ties: true });
+  const candidates = bound ? new Candidates(values, count) : null;
+  const state = batchState(values, count, { texels, bound, ties: true, candidates });
+  // The candidate apply writes only the kept values.
+  const out = candidates ? gpu.zeros(values.shape) : gpu.empty(values.shape);
   const constants = { RELU_OUTPUT: 1, STAGED: texels ? 1 : 0, MASKS: masks ? 1 : 0 };
-  for (const c of elementChunks) {
+  // The candidate apply reads the candidates instead of the values.
+  const applyOn = (
+    c: Chunk,
+    entry: string,
+    grid: readonly [number, number] | Tensor,
+    lists: Tensor[] = [],
+  ) =>
     gpu.dispatch(
-      gpu.kernel("topk_select", wgsl("topk_select"), "apply", constants),
+      gpu.kernel("topk_select", wgsl("topk_select"), entry, constants),
       [
-        bind(values, c),
+        entry === "apply" ? bind(values, c) : undefined,
         undefined,
         state,
         bind(out, c),
         undefined,
-        texels ?? unusedTexels(gpu),
+        entry === "apply" ? texels ?? unusedTexels(gpu) : undefined,
         undefined,
         ...maskInfo.bindings(bind(out, c)),
+        ...lists,
       ],
-      grid1d(Math.ceil(c.count / 4)), // a quad per invocation
+      grid,
       selectParams({
         segments: 1,
         segLen: c.count,
         k: count,
         offset: c.shift,
         index0: c.first,
+        capacity: candidates?.capacity,
         ...maskInfo.fields,
       }),
     );
+  for (const c of elementChunks) {
+    // A quad per invocation.
+    applyOn(c, "apply", candidates?.applyArgs ?? grid1d(Math.ceil(c.count / 4)));
   }
+  if (candidates) {
+    applyOn(elementChunks[0], "apply_candidates", candidates.args, candidates.lists);
+  }
+  candidates?.dispose();
   bound?.dispose();
   state.dispose();
   return out;
 }
 
 /**
+ * The values at or above a batch selection's bound, as (key, index) pairs, which its first value
+ * pass appends (`COMPACT` in topk_select.wgsl), and the indirect arguments `candidate_dispatch`
+ * sets from their count: the candidate passes when they fit, else the batch-wide ones. Room for
+ * four times `count`: select_rows' prefilter, the same bound per row, leaves one to two times k.
+ */
+class Candidates {
+  readonly capacity: number;
+  readonly pairs: Tensor;
+  readonly count: Tensor;
+  /** The batch-wide histogram passes' and apply's grids, zeroed on the GPU when they fit. */
+  readonly passArgs: Tensor;
+  readonly applyArgs: Tensor;
+  /** The candidate passes' grid. */
+  readonly args: Tensor;
+
+  constructor(values: Tensor, count: number) {
+    const gpu = values.gpu;
+    this.capacity = Math.min(values.size, 4 * count);
+    this.pairs = gpu.empty([2 * this.capacity], "u32");
+    this.count = gpu.empty([1], "u32");
+    const grid = (x: number, y: number) => gpu.upload(Uint32Array.from([x, y, 1]), [3]);
+    this.passArgs = grid(groups(values.size, ITEMS_PER_WORKGROUP), 1);
+    this.applyArgs = grid(...grid1d(Math.ceil(values.size / 4)));
+    this.args = gpu.empty([3], "u32");
+  }
+
+  /** Bindings 10 and 11 of topk_select.wgsl: the pairs and their count. */
+  get lists(): Tensor[] {
+    return [this.pairs, this.count];
+  }
+
+  /** Bindings 10-14 as `candidate_dispatch` reads and writes them. */
+  get dispatchBindings(): (Tensor | undefined)[] {
+    return [undefined, this.count, this.passArgs, this.applyArgs, this.args];
+  }
+
+  dispose(): void {
+    for (const t of [this.pairs, this.count, this.passArgs, this.applyArgs, this.args]) t.dispose();
+  }
+}
+
+/**
  * The selection state (`state` in topk_select.wgsl) of the batch's `count`-th largest value:
  * its key, then (with `ties`) the index prefix that keeps the lowest-indexed equal values.
- * `texels`: the values staged whole; `bound`: a lower bound's state (`sliceMaximaBound`).
+ * `texels`: the values staged whole; `bound`: a lower bound's state (`sliceMaximaBound`);
+ * `candidates`: where the first pass collects the values above the bound.
  */
 function batchState(
   values: Tensor,
   count: number,
-  { texels, bound, ties }: { texels: GPUTextureView | null; bound: Tensor | null; ties: boolean },
+  { texels, bound, ties, candidates }: {
+    texels: GPUTextureView | null;
+    bound: Tensor | null;
+    ties: boolean;
+    candidates?: Candidates | null;
+  },
 ): Tensor {
   const gpu = values.gpu;
   const code = wgsl("topk_select");
   const hist = gpu.empty([256], "u32");
   const state = gpu.empty([6], "u32");
-  const constants = { STAGED: texels ? 1 : 0, HAS_BOUND: bound ? 1 : 0 };
+  const compact = candidates ? 1 : 0;
+  const constants = { STAGED: texels ? 1 : 0, HAS_BOUND: bound ? 1 : 0, COMPACT: compact };
+  // Without candidates the (unwritten) candidate lists take a placeholder of their own: a buffer
+  // bound writable may not also be bound read-only, as gpu.unusedBinding is here.
+  const placeholder = candidates ? null : gpu.empty([2], "u32");
+  const lists = candidates?.lists ?? [placeholder!, placeholder!];
+  const uniforms = (fields: Partial<SelectFields>) =>
+    selectParams({
+      segments: 1,
+      segLen: values.size,
+      k: count,
+      capacity: candidates?.capacity,
+      ...fields,
+    });
   gpu.dispatch(
-    gpu.kernel("topk_select", code, "init"),
-    [undefined, hist, state, undefined, gpu.unusedBinding],
+    gpu.kernel("topk_select", code, "init", { COMPACT: compact }),
+    [undefined, hist, state, undefined, gpu.unusedBinding, ...Array(5), lists[1]],
     [1],
-    selectParams({ segments: 1, segLen: values.size, k: count }),
+    uniforms({}),
   );
   // Passes 0-3 find the k-th value; 4-7 break ties with it by index (no work without ties).
   for (let pass = 0; pass < (ties ? 8 : 4); pass++) {
@@ -322,26 +405,39 @@ function batchState(
           undefined,
           texels ?? unusedTexels(gpu),
           bound ?? gpu.unusedBinding,
+          undefined,
+          undefined,
+          ...lists,
         ],
-        [groups(c.count, ITEMS_PER_WORKGROUP), 1],
-        selectParams({
-          segments: 1,
-          segLen: c.count,
-          k: count,
-          pass,
-          offset: c.shift,
-          index0: c.first,
-        }),
+        pass > 0 && candidates ? candidates.passArgs : [groups(c.count, ITEMS_PER_WORKGROUP), 1],
+        uniforms({ segLen: c.count, pass, offset: c.shift, index0: c.first }),
+      );
+    }
+    if (pass > 0 && candidates) {
+      gpu.dispatch(
+        gpu.kernel("topk_select", code, "histogram_candidates", constants),
+        [undefined, hist, state, ...Array(3), bound ?? undefined, ...Array(2), ...lists],
+        candidates.args,
+        uniforms({ pass }),
       );
     }
     gpu.dispatch(
       gpu.kernel("topk_select", code, "choose"),
       [undefined, hist, state],
       [1],
-      selectParams({ segments: 1, segLen: values.size, k: count, pass }),
+      uniforms({ pass }),
     );
+    if (pass === 0 && candidates) {
+      gpu.dispatch(
+        gpu.kernel("topk_select", code, "candidate_dispatch", constants),
+        [...Array(9), ...candidates.dispatchBindings],
+        [1],
+        uniforms({}),
+      );
+    }
   }
   hist.dispose();
+  placeholder?.dispose();
   return state;
 }
 
