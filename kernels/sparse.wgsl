@@ -360,9 +360,11 @@ fn entry_texel(e: u32) -> vec2<u32> {
 // W_enc's gradient is [d_in, d_sae]: a latent's column is d_in scattered values. Taking QUAD
 // latents per invocation makes its stores come in runs of QUAD adjacent values, one cache line
 // fetched per run instead of per value. Reference shape, standard SAE: 187 ms with one latent per
-// invocation, 115 with 4, 118 with 8 or 16 (topk's two calls: 143, 130, 113, 125).
+// invocation, 115 with 4, 118 with 8 or 16 (topk's two calls: 143, 130, 113, 125). Three more
+// alternating rounds of 4 against 8: topk 90-101 against 110-127 ms, standard 106-183 against
+// 109-167 (the VM's noise).
 const LATENT_SPAN = 4u;
-const QUAD = 8u;
+const QUAD = 4u;
 
 struct LatentSums {
   dec: array<vec4<f32>, LATENT_SPAN>,

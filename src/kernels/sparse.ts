@@ -76,7 +76,7 @@ function bindingsOf(named: Record<string, Binding>): (Binding | undefined)[] {
 const DECODE_SPAN = 8;
 const LATENT_SPAN = 4;
 /** Consecutive latents each latent_backward invocation takes (QUAD in sparse.wgsl). */
-const LATENT_QUAD = 8;
+const LATENT_QUAD = 4;
 
 /** Most decoder terms one backward call takes (matryoshka widths); uniform array of 2 vec4. */
 export const MAX_TERMS = 8;
