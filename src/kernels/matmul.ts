@@ -196,7 +196,6 @@ function tiledMatmul(
     mBlock = even <= mBlock ? even : alignDownTo(mBlock, align);
     if (mBlock < 1) throw new GpuError(`matmul: ${align} rows of C exceed a binding`);
   }
-  const pack = gpu.kernel("matmul", wgsl("matmul"), "pack");
   // Blocks of whole tiles store without bounds checks (WHOLE_TILES in matmul.wgsl), with
   // accumulation compiled in; partial blocks take the guarded variant, whose accumulation is a
   // uniform because each variant of it is another long compile.
@@ -216,14 +215,13 @@ function tiledMatmul(
     for (let m0 = 0; m0 < p.M; m0 += mBlock) {
       const mc = Math.min(mBlock, p.M - m0);
       const aTexture = packedTexture(gpu, "matmul A", Math.ceil(kc / 4), mc);
-      packBlock(gpu, pack, p.a, p.transA, aTexture, [m0, k0], [mc, kc], mc, limits.maxBinding);
+      packBlock(gpu, p.a, p.transA, aTexture, [m0, k0], [mc, kc], mc, limits.maxBinding);
       for (let n0 = 0; n0 < p.N; n0 += nBlock) {
         const nc = Math.min(nBlock, p.N - n0);
         const kPadded = 4 * Math.ceil(kc / 4);
         const bTexture = packedTexture(gpu, "matmul B", Math.ceil(nc / 4), kPadded);
         packBlock(
           gpu,
-          pack,
           p.b,
           p.transB,
           bTexture,

@@ -38,20 +38,18 @@ export function texelRows(t: Tensor | StagedRows, role: string): GPUTextureView 
   if (t instanceof StagedRows) return t.view;
   const gpu = t.gpu;
   const texture = packedTexture(gpu, role, t.cols / 4, t.rows);
-  const pack = gpu.kernel("matmul", wgsl("matmul"), "pack");
-  packBlock(gpu, pack, t, false, texture, [0, 0], [t.rows, t.cols], t.rows, gpu.maxBindingBytes);
+  packBlock(gpu, t, false, texture, [0, 0], [t.rows, t.cols], t.rows, gpu.maxBindingBytes);
   return texture.createView();
 }
 
 /**
  * Packs the block [origin, origin + size) of L = op(stored) into the top-left ceil(cols/4) x
- * `height` texels of `texture` (see `pack` in matmul.wgsl); rows from `rows` to `height` are
+ * `height` texels of `texture` (`pack` or `pack_transposed` in matmul.wgsl); rows from `rows` to `height` are
  * zero. The stored rows the block needs are bound in windows of at most `maxBinding`
  * bytes; with a transposed operand a window holds whole texels (multiples of 4 stored rows).
  */
 export function packBlock(
   gpu: Gpu,
-  pack: Kernel,
   stored: Tensor,
   transposed: boolean,
   texture: GPUTexture,
@@ -81,7 +79,7 @@ export function packBlock(
   const windowElements = staged ? Math.min(flatCapacity(gpu), bindable) : bindable;
   const windowRows = Math.floor(windowElements / stride / 4) * 4;
   if (windowRows < 4) throw new GpuError(`pack: 4 rows of [${stored.shape}] exceed a binding`);
-  const kernel = staged ? gpu.kernel("matmul", wgsl("matmul"), "pack_transposed") : pack;
+  const kernel = gpu.kernel("matmul", wgsl("matmul"), staged ? "pack_transposed" : "pack");
   const view = texture.createView();
   for (let s = 0; s < count; s += windowRows) {
     const e = Math.min(count, s + windowRows);
